@@ -1,0 +1,30 @@
+"""speciesvi: cross-species alignment of single-cell RNA-seq (scSpecies) on scvi-tools."""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import PackageNotFoundError, version
+
+from . import datasets, pp
+
+try:
+    __version__ = version("speciesvi")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ContextVI", "TargetVI", "datasets", "pp"]
+
+
+def __getattr__(name: str):
+    # The models import torch and scvi-tools; keep ``import speciesvi.pp`` light.
+    if name in {"ContextVI", "TargetVI"}:
+        from . import model
+
+        return getattr(model, name)
+    if name == "pl":
+        from . import pl
+
+        return pl
+    raise AttributeError(f"module 'speciesvi' has no attribute {name!r}")

@@ -1,0 +1,177 @@
+"""ContextVI: the model of the well-annotated (context) species."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import CategoricalObsField, LayerField
+from scvi.model._utils import _init_library_size
+from scvi.model.base import ArchesMixin, BaseModelClass, RNASeqMixin, UnsupervisedTrainingMixin, VAEMixin
+from scvi.train._config import merge_kwargs
+from scvi.utils import setup_anndata_dsp
+
+from ..module import ContextVAE
+from ..module._components import Dispersion, GeneLikelihood
+from ..train import SpeciesTrainingPlan
+from ._encoding import EncodingMixin
+from ._save import SaveLoadMixin
+from ._validation import check_anndata
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+#: KL warm-up of the original scSpecies: 0.1 → 1 over 10 epochs.
+DEFAULT_PLAN_KWARGS = {"n_epochs_kl_warmup": 10, "min_kl_weight": 0.1, "max_kl_weight": 1.0}
+
+
+class ContextVI(
+    EncodingMixin, SaveLoadMixin, UnsupervisedTrainingMixin, RNASeqMixin, VAEMixin, ArchesMixin, BaseModelClass
+):
+    """scSpecies context model: a conditional VAE of the reference species, pretrained once.
+
+    The encoder is split into a species-specific *outer* encoder (log1p counts and batch one-hot to an
+    intermediate representation, "inter") and a shared *inner* encoder (inter to the posterior of z) that
+    a :class:`~speciesvi.TargetVI` reuses. The decoder's softmax runs over all context genes; where
+    species are compared it is renormalised over the homologous genes, so one trained context model
+    serves any target species.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`; raw counts.
+    n_latent
+        Dimension of z.
+    n_hidden_outer, n_hidden_inner, n_hidden_library, n_hidden_decoder
+        Hidden layer sizes of the outer, inner and library encoders and of the decoder.
+    dropout_rate
+        Dropout after every hidden layer.
+    gene_likelihood
+        ``"zinb"`` (zero-inflated negative binomial) or ``"nb"``.
+    dispersion
+        ``"gene"``, ``"gene-batch"`` (default, as the original) or ``"gene-cell"``.
+    **module_kwargs
+        Passed to :class:`~speciesvi.module.ContextVAE`.
+
+    Examples
+    --------
+    >>> import speciesvi
+    >>> mouse, human = speciesvi.datasets.baron_pancreas()
+    >>> speciesvi.ContextVI.setup_anndata(mouse, batch_key="donor", labels_key="cell_ontology_class")
+    >>> context = speciesvi.ContextVI(mouse)
+    >>> context.train(max_epochs=2)
+    >>> mouse.obsm["X_speciesvi"] = context.get_latent_representation()
+    """
+
+    _module_cls = ContextVAE
+    _training_plan_cls = SpeciesTrainingPlan
+
+    def __init__(
+        self,
+        adata: AnnData | None = None,
+        n_latent: int = 10,
+        n_hidden_outer: Sequence[int] = (300,),
+        n_hidden_inner: Sequence[int] = (200,),
+        n_hidden_library: Sequence[int] = (200,),
+        n_hidden_decoder: Sequence[int] = (200, 300),
+        dropout_rate: float = 0.1,
+        gene_likelihood: GeneLikelihood = "zinb",
+        dispersion: Dispersion = "gene-batch",
+        **module_kwargs,
+    ):
+        super().__init__(adata)
+        n_batch = self.summary_stats.n_batch
+        library_log_means, library_log_vars = _init_library_size(self.adata_manager, n_batch)
+        self.module = self._module_cls(
+            n_input=self.summary_stats.n_vars,
+            n_batch=n_batch,
+            n_latent=n_latent,
+            n_hidden_outer=tuple(n_hidden_outer),
+            n_hidden_inner=tuple(n_hidden_inner),
+            n_hidden_library=tuple(n_hidden_library),
+            n_hidden_decoder=tuple(n_hidden_decoder),
+            dropout_rate=dropout_rate,
+            dispersion=dispersion,
+            gene_likelihood=gene_likelihood,
+            library_log_means=library_log_means,
+            library_log_vars=library_log_vars,
+            **module_kwargs,
+        )
+        self._model_summary_string = (
+            f"ContextVI: n_latent={n_latent}, outer={list(n_hidden_outer)}, inner={list(n_hidden_inner)}, "
+            f"decoder={list(n_hidden_decoder)}, gene_likelihood={gene_likelihood}, dispersion={dispersion}, "
+            f"{self.summary_stats.n_vars} genes, {n_batch} batches."
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    @classmethod
+    @setup_anndata_dsp.dedent
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        layer: str | None = None,
+        batch_key: str | None = None,
+        labels_key: str | None = None,
+        **kwargs,
+    ) -> None:
+        """%(summary)s.
+
+        Raw counts are checked first (non-negative integers, no NaN); on any problem a ``ValueError``
+        says what to fix and the AnnData is left as it was.
+
+        Parameters
+        ----------
+        %(param_adata)s
+        %(param_layer)s
+        %(param_batch_key)s
+        labels_key
+            Key in ``adata.obs`` with the cell labels. They are not used in training; label transfer to a
+            target species reads them later.
+        """
+        check_anndata(adata, layer, batch_key, labels_key)
+        setup_method_args = cls._get_setup_method_args(**locals())
+        anndata_fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
+            CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key),
+            CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
+        ]
+        adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    def train(
+        self,
+        max_epochs: int = 40,
+        batch_size: int = 128,
+        plan_kwargs: dict | None = None,
+        **kwargs,
+    ):
+        """Train the model with scvi-tools' :class:`~scvi.train.TrainingPlan`.
+
+        Parameters
+        ----------
+        max_epochs
+            Passes through the data (40 as the original).
+        batch_size
+            Minibatch size.
+        plan_kwargs
+            Arguments of :class:`~speciesvi.train.SpeciesTrainingPlan` (scvi-tools' TrainingPlan with a fused
+            Adam); defaults warm the KL weight up from 0.1 to 1 over 10 epochs.
+        **kwargs
+            Everything :meth:`scvi.model.base.UnsupervisedTrainingMixin.train` takes: ``accelerator``,
+            ``devices``, ``train_size``, ``early_stopping``, ``datasplitter_kwargs``, ``trainer_config``...
+        """
+        plan_kwargs = {**DEFAULT_PLAN_KWARGS, **merge_kwargs(None, plan_kwargs, name="plan")}
+        return super().train(max_epochs=max_epochs, batch_size=batch_size, plan_kwargs=plan_kwargs, **kwargs)
+
+    @property
+    def labels_key(self) -> str | None:
+        """The ``adata.obs`` column of the context labels, or ``None`` if none was registered."""
+        state = self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)
+        key = state.original_key
+        return None if key == "_scvi_labels" else key

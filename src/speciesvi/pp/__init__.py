@@ -1,0 +1,7 @@
+"""Pre-processing: homology tables, gene translation and data-level neighbours (no torch needed)."""
+
+from ._fingerprint import adata_fingerprint
+from ._homology import homology_table
+from ._translate import translate_genes
+
+__all__ = ["adata_fingerprint", "homology_table", "translate_genes"]

@@ -1,0 +1,5 @@
+"""Training plans of speciesvi."""
+
+from ._trainingplan import ALIGNMENT_KEY, AlignmentTrainingPlan, SpeciesTrainingPlan, linear_warmup
+
+__all__ = ["ALIGNMENT_KEY", "AlignmentTrainingPlan", "SpeciesTrainingPlan", "linear_warmup"]

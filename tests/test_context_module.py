@@ -1,0 +1,66 @@
+import pytest
+import torch
+from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
+
+from speciesvi.module import ContextVAE
+from speciesvi.module._likelihood import nb_log_prob_sum, zinb_log_prob_sum
+
+
+def _batch(n_cells=16, n_genes=40, n_batch=2, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    rate = torch.rand(n_cells, n_genes, generator=generator) * 3 * (torch.rand(n_genes, generator=generator) < 0.5)
+    x = torch.poisson(rate, generator=generator)
+    batch_index = torch.randint(0, n_batch, (n_cells, 1), generator=generator)
+    return x, batch_index
+
+
+@pytest.mark.parametrize("dispersion", ["gene", "gene-batch", "gene-cell"])
+@pytest.mark.parametrize("gene_likelihood", ["zinb", "nb"])
+def test_module_parts_have_the_documented_shapes(dispersion, gene_likelihood):
+    x, batch_index = _batch()
+    module = ContextVAE(40, n_batch=2, n_latent=5, dispersion=dispersion, gene_likelihood=gene_likelihood)
+    inter = module.outer(x, batch_index)
+    assert inter.shape == (16, 300)
+    mean, std = module.z_posterior(inter)
+    assert mean.shape == std.shape == (16, 5) and (std > 0).all()
+    lib_mean, lib_std = module.library_posterior(x, batch_index)
+    assert lib_mean.shape == lib_std.shape == (16, 1)
+    logits = module.expression_logits(mean, batch_index)
+    assert logits.shape == (16, 40)
+
+    inference = module.inference(x, batch_index, n_samples=3)
+    assert inference["z"].shape == (3, 16, 5)
+    generative = module.generative(inference["z"], inference["library"], batch_index)
+    assert generative["px"].mu.shape == (3, 16, 40)
+    torch.testing.assert_close(generative["px"].scale.sum(-1), torch.ones(3, 16))
+
+
+def test_loss_is_finite_and_weights_the_kl_term():
+    x, batch_index = _batch()
+    module = ContextVAE(40, n_batch=2, n_latent=5)
+    tensors = {"X": x, "batch": batch_index}
+    torch.manual_seed(0)
+    inference, generative, low = module(tensors, loss_kwargs={"kl_weight": 0.1})
+    high = module.loss(tensors, inference, generative, kl_weight=1.0)
+    assert torch.isfinite(low.loss)
+    kl_z = low.kl_local["kl_divergence_z"].mean()
+    torch.testing.assert_close(high.loss - low.loss, 0.9 * kl_z)
+
+
+def test_sparse_aware_likelihoods_match_scvi_distributions():
+    x, _ = _batch(n_cells=9, n_genes=60, seed=3)
+    generator = torch.Generator().manual_seed(1)
+    mu = torch.rand(9, 60, generator=generator) * 4 + 0.01
+    theta = torch.rand(60, generator=generator) * 5 + 0.1
+    zi_logits = torch.randn(9, 60, generator=generator)
+    expected_nb = NegativeBinomial(mu=mu, theta=theta.expand_as(mu)).log_prob(x).sum(-1)
+    expected_zinb = ZeroInflatedNegativeBinomial(mu=mu, theta=theta.expand_as(mu), zi_logits=zi_logits).log_prob(x)
+    torch.testing.assert_close(nb_log_prob_sum(x, mu, theta), expected_nb, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(zinb_log_prob_sum(x, mu, theta, zi_logits), expected_zinb.sum(-1), rtol=1e-5, atol=1e-4)
+
+
+def test_invalid_architecture_options_are_refused():
+    with pytest.raises(ValueError, match="dispersion"):
+        ContextVAE(10, dispersion="cell")
+    with pytest.raises(ValueError, match="gene_likelihood"):
+        ContextVAE(10, gene_likelihood="poisson")
