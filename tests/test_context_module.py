@@ -44,7 +44,7 @@ def test_loss_is_finite_and_weights_the_kl_term():
     high = module.loss(tensors, inference, generative, kl_weight=1.0)
     assert torch.isfinite(low.loss)
     kl_z = low.kl_local["kl_divergence_z"].mean()
-    torch.testing.assert_close(high.loss - low.loss, 0.9 * kl_z)
+    torch.testing.assert_close(high.loss - low.loss, 0.9 * kl_z, rtol=1e-4, atol=1e-3)
 
 
 def test_sparse_aware_likelihoods_match_scvi_distributions():

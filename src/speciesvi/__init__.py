@@ -14,7 +14,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ContextVI", "TargetVI", "datasets", "pp"]
+__all__ = ["ContextVI", "TargetVI", "datasets", "pl", "pp"]
 
 
 def __getattr__(name: str):

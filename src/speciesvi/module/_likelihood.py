@@ -15,43 +15,71 @@ from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
 EPS = 1e-8
 
 
-def _nonzero_lgamma_sum(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Per-row sum of ``lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)`` over the non-zero ``x``."""
-    flat_x = x.reshape(-1)
-    index = flat_x.nonzero().squeeze(1)
-    counts = flat_x[index]
-    dispersion = theta.reshape(-1)[index]
-    terms = torch.lgamma(counts + dispersion) - torch.lgamma(dispersion) - torch.lgamma(counts + 1)
-    rows = torch.div(index, x.shape[-1], rounding_mode="floor")
-    out = torch.zeros(x.numel() // x.shape[-1], dtype=terms.dtype, device=x.device)
-    return out.index_add(0, rows, terms).reshape(x.shape[:-1])
+def _row_sums_at(values: torch.Tensor, index: torch.Tensor, n_rows: int, n_cols: int) -> torch.Tensor:
+    """Per-row sums of ``values`` given at flat positions ``index`` of an ``(n_rows, n_cols)`` array."""
+    rows = torch.div(index, n_cols, rounding_mode="floor")
+    return torch.zeros(n_rows, dtype=values.dtype, device=values.device).index_add(0, rows, values)
 
 
-def nb_log_prob_sum(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Sum over genes of the negative binomial log-probability of counts ``x`` (mean ``mu``, inverse dispersion ``theta``)."""
-    theta = theta.expand_as(mu)
+def _sparse_terms(
+    x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, log_theta_mu: torch.Tensor, count_terms: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-row sums over the non-zero counts of ``x (log mu - log(theta + mu))`` (+ the lgamma terms).
+
+    Returns the sums, the flat positions of the non-zero counts and the number of rows.
+    """
+    n_cols = x.shape[-1]
+    n_rows = x.numel() // n_cols
+    index = x.reshape(-1).nonzero().squeeze(1)
+    counts = x.reshape(-1)[index]
+    terms = counts * (torch.log(mu.reshape(-1)[index] + EPS) - log_theta_mu.reshape(-1)[index])
+    if count_terms:
+        dispersion = theta.expand_as(mu).reshape(-1)[index]
+        terms = terms + torch.lgamma(counts + dispersion) - torch.lgamma(dispersion) - torch.lgamma(counts + 1)
+    return _row_sums_at(terms, index, n_rows, n_cols), index, n_rows
+
+
+def nb_log_prob_sum(
+    x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, *, count_terms: bool = True
+) -> torch.Tensor:
+    """Sum over genes of the negative binomial log-probability of counts ``x`` (mean ``mu``, inverse dispersion ``theta``).
+
+    ``count_terms=False`` leaves out ``lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)``, which does not
+    depend on ``mu``: enough to compare the likelihood of the same counts under different means.
+    """
     log_theta_mu = torch.log(theta + mu + EPS)
-    dense = theta * (torch.log(theta + EPS) - log_theta_mu) + x * (torch.log(mu + EPS) - log_theta_mu)
-    return dense.sum(-1) + _nonzero_lgamma_sum(x, theta)
+    dense = (theta * (torch.log(theta + EPS) - log_theta_mu)).sum(-1)
+    sparse, _, _ = _sparse_terms(x, mu, theta, log_theta_mu, count_terms)
+    return dense + sparse.reshape(dense.shape)
 
 
-def zinb_log_prob_sum(x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, zi_logits: torch.Tensor) -> torch.Tensor:
-    """Sum over genes of the zero-inflated negative binomial log-probability (scvi-tools' parameterisation)."""
-    theta = theta.expand_as(mu)
-    softplus_pi = F.softplus(-zi_logits)
+def zinb_log_prob_sum(
+    x: torch.Tensor, mu: torch.Tensor, theta: torch.Tensor, zi_logits: torch.Tensor, *, count_terms: bool = True
+) -> torch.Tensor:
+    """Sum over genes of the zero-inflated negative binomial log-probability (scvi-tools' parameterisation).
+
+    With ``a = theta (log theta - log(theta + mu))`` and zero-inflation logits ``pi``, a zero count has
+    log-probability ``softplus(a - pi) - softplus(-pi)`` and a positive count
+    ``a - pi - softplus(-pi) + x (log mu - log(theta + mu))`` (+ lgamma terms). The zero case is summed
+    densely, the positive case is added as a correction at the non-zero counts only.
+    ``count_terms`` as in :func:`nb_log_prob_sum`.
+    """
     log_theta_mu = torch.log(theta + mu + EPS)
-    pi_theta_log = -zi_logits + theta * (torch.log(theta + EPS) - log_theta_mu)
-    is_zero = x < EPS
-    case_zero = F.softplus(pi_theta_log) - softplus_pi
-    case_non_zero = -softplus_pi + pi_theta_log + x * (torch.log(mu + EPS) - log_theta_mu)
-    dense = torch.where(is_zero, case_zero, case_non_zero)
-    return dense.sum(-1) + _nonzero_lgamma_sum(x, theta)
+    a = theta * (torch.log(theta + EPS) - log_theta_mu)
+    zero_case = F.softplus(a - zi_logits)
+    dense = (zero_case - F.softplus(-zi_logits)).sum(-1)
+    sparse, index, n_rows = _sparse_terms(x, mu, theta, log_theta_mu, count_terms)
+    correction = (a - zi_logits - zero_case).reshape(-1)[index]
+    sparse = sparse + _row_sums_at(correction, index, n_rows, x.shape[-1])
+    return dense + sparse.reshape(dense.shape)
 
 
-def count_log_prob_sum(px: NegativeBinomial | ZeroInflatedNegativeBinomial, x: torch.Tensor) -> torch.Tensor:
+def count_log_prob_sum(
+    px: NegativeBinomial | ZeroInflatedNegativeBinomial, x: torch.Tensor, *, count_terms: bool = True
+) -> torch.Tensor:
     """Per-cell log-likelihood of counts ``x`` under an scvi-tools NB or ZINB distribution ``px``."""
     if isinstance(px, ZeroInflatedNegativeBinomial):
-        return zinb_log_prob_sum(x, px.mu, px.theta, px.zi_logits)
+        return zinb_log_prob_sum(x, px.mu, px.theta, px.zi_logits, count_terms=count_terms)
     if isinstance(px, NegativeBinomial):
-        return nb_log_prob_sum(x, px.mu, px.theta)
+        return nb_log_prob_sum(x, px.mu, px.theta, count_terms=count_terms)
     return px.log_prob(x).sum(-1)

@@ -49,6 +49,8 @@ class TargetVAE(ContextVAE):
         Data-level neighbours considered per target cell.
     agreement_cutoff
         Cells with a data-level agreement score below it are aligned (``top_percent / 100``).
+    fast_selection
+        Decode the candidates with bfloat16 matrix products (selection only; the loss stays float32).
     **kwargs
         Architecture arguments of :class:`ContextVAE`.
     """
@@ -63,6 +65,7 @@ class TargetVAE(ContextVAE):
         alignment: Alignment = "inter",
         n_candidates: int = 25,
         agreement_cutoff: float = 0.2,
+        fast_selection: bool = True,
         **kwargs,
     ):
         super().__init__(n_input=n_input, n_latent=context_z_mean.shape[1], **kwargs)
@@ -71,6 +74,7 @@ class TargetVAE(ContextVAE):
         self.alignment = alignment
         self.n_candidates = n_candidates
         self.agreement_cutoff = agreement_cutoff
+        self.fast_selection = fast_selection
         if alignment == "inter":
             if context_inter is None or context_inner_encoder is None:
                 raise ValueError("alignment='inter' needs the context's inner encoder and outer-encoder outputs.")
@@ -107,14 +111,18 @@ class TargetVAE(ContextVAE):
             Log library size of each cell, ``(cells, 1)``.
         candidates
             Context indices, ``(cells, k)``.
+
+        The candidates are decoded without gradients and, with ``fast_selection``, with bfloat16 matrix
+        products; only the choice of the best candidate depends on them.
         """
-        with torch.no_grad():
-            cand = candidates.long()
+        cand = candidates.long()
+        with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.fast_selection):
             mean, std = self.context_z_mean[cand], self.context_z_std[cand]  # (cells, k, L)
             z = (mean + std * torch.randn_like(std)).transpose(0, 1)  # (k, cells, L)
             px = self.decoder(z, batch_index, log_library)
-            log_lik = count_log_prob_sum(px, x.expand(z.shape[0], *x.shape))  # (k, cells)
-            best = log_lik.argmax(0)
+        # the lgamma terms depend on the counts only, not on the candidate: leave them out of the comparison
+        log_lik = count_log_prob_sum(px, x.expand(z.shape[0], *x.shape), count_terms=False)  # (k, cells)
+        best = log_lik.argmax(0)
         return cand.gather(1, best.unsqueeze(1)).squeeze(1)
 
     def alignment_loss(
