@@ -51,7 +51,7 @@ def test_inter_alignment_trains_with_the_frozen_context_inner_encoder(two_specie
     model.train(max_epochs=3, enable_progress_bar=False)
     alignment = model.history["alignment_train"]["alignment_train"]
     assert (alignment > 0).all()
-    eta = model.history["eta"]["eta"].to_numpy()
+    eta = model.history["eta"]["eta"].to_numpy(dtype=float)
     np.testing.assert_allclose(eta, [10.0, 11.5, 13.0])
     for name, value in context_model.module.inner_encoder.state_dict().items():
         torch.testing.assert_close(model.module.inner_encoder.state_dict()[name], value)

@@ -2,6 +2,7 @@
 
 from ._fingerprint import adata_fingerprint
 from ._homology import homology_table
+from ._neighbors import homolog_neighbors
 from ._translate import translate_genes
 
-__all__ = ["adata_fingerprint", "homology_table", "translate_genes"]
+__all__ = ["adata_fingerprint", "homolog_neighbors", "homology_table", "translate_genes"]

@@ -73,7 +73,7 @@ def cosine_knn(
             logger.info("homolog_neighbors: building the pynndescent index on %d context cells", index.shape[0])
             nnd = NNDescent(
                 index,
-                metric=os.environ.get("PP_METRIC", "cosine"),
+                metric="cosine",
                 n_neighbors=_INDEX_DEGREE,
                 random_state=random_state,
                 n_jobs=n_jobs,
