@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
@@ -20,11 +21,7 @@ __all__ = ["ContextVI", "TargetVI", "datasets", "pl", "pp"]
 def __getattr__(name: str):
     # The models import torch and scvi-tools; keep ``import speciesvi.pp`` light.
     if name in {"ContextVI", "TargetVI"}:
-        from . import model
-
-        return getattr(model, name)
+        return getattr(importlib.import_module(".model", __name__), name)
     if name == "pl":
-        from . import pl
-
-        return pl
+        return importlib.import_module(".pl", __name__)
     raise AttributeError(f"module 'speciesvi' has no attribute {name!r}")

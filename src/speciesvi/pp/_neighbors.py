@@ -1,4 +1,4 @@
-"""Data-level neighbours: each target cell's nearest context cells on the homologous genes."""
+"""Data-level neighbours: nearest context cells of every target cell on the homologous genes, and label votes."""
 
 from __future__ import annotations
 
@@ -13,70 +13,106 @@ from sklearn.preprocessing import normalize
 
 from ._checks import check_counts, check_obs_key, check_unique_var_names, get_matrix
 from ._fingerprint import adata_fingerprint
-from ._knn import KnnMethod, choose_method, cosine_knn
+from ._genes import select_variable_genes
+from ._knn import choose_method, cosine_knn
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
+    from ._knn import KnnMethod
+
 logger = logging.getLogger(__name__)
 
-#: Fewer homologous genes than this gets a warning: the data-level neighbours become unreliable.
-FEW_HOMOLOGS = 50
+MIN_HOMOLOGOUS_GENES = 50
+_CHUNK_ROWS = 10_000
 
 
-def homologous_genes(target: AnnData, context: AnnData) -> tuple[list[str], list[str]]:
-    """Target genes with a context homolog measured in ``context``, and those homologs, in target order.
-
-    Needs ``target.var["context_gene"]`` from :func:`~speciesvi.pp.translate_genes`.
-    """
-    if "context_gene" not in target.var:
+def homologous_genes(target: AnnData, context: AnnData) -> tuple[np.ndarray, np.ndarray]:
+    """Target genes whose ``var["context_gene"]`` is a context gene, and those context genes, in target order."""
+    if "context_gene" not in target.var.columns:
         raise ValueError(
             "target.var has no 'context_gene' column; run speciesvi.pp.translate_genes(target, table) first."
         )
-    mapped = target.var["context_gene"].dropna().astype(str)
-    mapped = mapped[mapped.isin(context.var_names)]
-    return mapped.index.astype(str).tolist(), mapped.tolist()
+    mapped = target.var["context_gene"]
+    present = mapped.notna().to_numpy() & mapped.astype(object).isin(context.var_names).to_numpy()
+    t_genes = target.var_names[present].to_numpy(dtype=object)
+    c_genes = mapped[present].astype(str).to_numpy(dtype=object)
+    if len(c_genes) != len(set(c_genes)):
+        dupes = pd.Index(c_genes)[pd.Index(c_genes).duplicated()].unique()
+        raise ValueError(
+            f"{len(dupes)} context genes are the homolog of several target genes (e.g. {list(dupes[:5])}); "
+            "target.var['context_gene'] must be one-to-one: rebuild it with speciesvi.pp.translate_genes."
+        )
+    return t_genes, c_genes
 
 
-def _variable_genes(adata: AnnData, layer: str | None, batch_key: str | None, n_top_genes: int) -> set[str]:
-    """The ``n_top_genes`` most variable genes of ``adata`` (scanpy ``seurat_v3`` on raw counts; no copy of the data)."""
-    import scanpy as sc
-
-    n_top_genes = min(n_top_genes, adata.n_vars)
-    table = sc.pp.highly_variable_genes(
-        adata, flavor="seurat_v3", n_top_genes=n_top_genes, layer=layer, batch_key=batch_key, inplace=False
-    )
-    return set(adata.var_names[table["highly_variable"].to_numpy()])
-
-
-def _log1p_unit_rows(matrix) -> sparse.csr_matrix:
-    """``log1p`` of sparse or dense counts as CSR with L2-normalised rows (cosine on dot products)."""
-    csr = sparse.csr_matrix(matrix, dtype=np.float32)
-    csr = csr.copy() if csr is matrix else csr
-    np.log1p(csr.data, out=csr.data)
-    return normalize(csr, norm="l2", copy=False)
+def _columns_as_csr(matrix, columns: np.ndarray) -> sparse.csr_matrix:
+    """A CSR copy of the selected columns; dense input is converted in row chunks."""
+    if sparse.issparse(matrix):
+        return sparse.csr_matrix(matrix[:, columns])
+    blocks = [
+        sparse.csr_matrix(np.asarray(matrix[i : i + _CHUNK_ROWS])[:, columns])
+        for i in range(0, matrix.shape[0], _CHUNK_ROWS)
+    ]
+    return sparse.vstack(blocks, format="csr")
 
 
-def _votes(codes: np.ndarray, n_labels: int) -> np.ndarray:
-    """Votes per label of each row of neighbour label codes ``(n_cells, n_vote)``."""
-    offsets = codes + n_labels * np.arange(codes.shape[0])[:, None]
-    return np.bincount(offsets.ravel(), minlength=codes.shape[0] * n_labels).reshape(codes.shape[0], n_labels)
+def _log1p_unit_rows(counts: sparse.csr_matrix) -> sparse.csr_matrix:
+    """log1p, then L2-normalised rows (so cosine distance = 1 - dot product), in place on a float32 copy."""
+    out = sparse.csr_matrix(counts, dtype=np.float32, copy=True)
+    np.log1p(out.data, out=out.data)
+    out.eliminate_zeros()
+    return normalize(out, norm="l2", copy=False)
 
 
-def agreement_scores(predicted: np.ndarray, n_votes: np.ndarray, mean_distance: np.ndarray) -> np.ndarray:
-    """Within-label rank score: ``1 - (rank + 1) / n_group`` after sorting each predicted label's cells by agreement.
+def _vote(
+    neighbors: np.ndarray, distances: np.ndarray, codes: np.ndarray, n_categories: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Majority label among the voters of each row; ties go to the label whose first voter is nearest.
 
-    Cells are sorted ascending by the votes their label got (ties: the larger mean distance to the voting
-    neighbours first), so the best-agreeing cells of every label get scores near 0.
+    Returns the winning code (-1 where no voter has a label), its vote count and the mean distance of the cells
+    that voted for it.
     """
-    scores = np.empty(len(predicted), dtype=np.float32)
-    for label in np.unique(predicted):
-        members = np.flatnonzero(predicted == label)
-        order = np.lexsort((-mean_distance[members], n_votes[members]))
-        ranks = np.empty(len(members), dtype=np.int64)
-        ranks[order] = np.arange(len(members))
-        scores[members] = 1.0 - (ranks + 1) / len(members)
-    return scores
+    n_rows, n_vote = neighbors.shape
+    labels = np.where(neighbors >= 0, codes[np.maximum(neighbors, 0)], -1)
+    winner = np.full(n_rows, -1, dtype=np.int64)
+    votes = np.zeros(n_rows, dtype=np.int64)
+    for start in range(0, n_rows, _CHUNK_ROWS):
+        block = labels[start : start + _CHUNK_ROWS]
+        rows = np.arange(block.shape[0])
+        counts = np.zeros((block.shape[0], n_categories + 1), dtype=np.int64)
+        first = np.full((block.shape[0], n_categories + 1), n_vote, dtype=np.int64)
+        for j in range(n_vote - 1, -1, -1):
+            np.add.at(counts, (rows, block[:, j]), 1)
+            first[rows, block[:, j]] = j
+        counts[:, -1] = 0  # index -1: neighbours without a label never win
+        key = counts * (n_vote + 1) + (n_vote - first)
+        best = key.argmax(axis=1)
+        votes[start : start + len(rows)] = counts[rows, best]
+        winner[start : start + len(rows)] = np.where(counts[rows, best] > 0, best, -1)
+    is_winner = (labels == winner[:, None]) & (winner[:, None] >= 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_distance = (distances * is_winner).sum(axis=1) / is_winner.sum(axis=1)
+    return winner, votes, np.nan_to_num(mean_distance, nan=np.inf)
+
+
+def _agreement(winner: np.ndarray, votes: np.ndarray, mean_distance: np.ndarray) -> np.ndarray:
+    """Rank score within each predicted label: 1 - (rank + 1) / n_group, ranks ascending by agreement.
+
+    Cells are sorted ascending by vote count and, among equal counts, by descending mean distance of their
+    voters, so the best-agreeing cells of every label score near 0. Cells without a prediction score 1.
+    """
+    score = np.ones(len(winner), dtype=np.float64)
+    order = np.lexsort((-mean_distance, votes, winner))
+    sorted_groups = winner[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_groups)) + 1]
+    sizes = np.diff(np.r_[starts, len(order)])
+    group_start = np.repeat(starts, sizes)
+    group_size = np.repeat(sizes, sizes)
+    rank = np.arange(len(order)) - group_start
+    score[order] = 1.0 - (rank + 1) / group_size
+    score[winner < 0] = 1.0
+    return score
 
 
 def homolog_neighbors(
@@ -86,137 +122,190 @@ def homolog_neighbors(
     n_neighbors: int = 250,
     n_vote: int = 25,
     layer: str | None = None,
-    context_layer: str | None = None,
     key_added: str = "homolog_neighbors",
+    *,
+    context_layer: str | None = None,
     n_top_genes: int | None = 4000,
-    batch_key: str | None = None,
-    context_batch_key: str | None = None,
     method: KnnMethod = "auto",
-    random_state: int = 0,
+    n_jobs: int | None = None,
+    random_state: int | None = 0,
 ) -> None:
-    """Find each target cell's nearest context cells on the homologous genes, and a data-level label.
+    """Nearest context cells of every target cell on the homologous genes, and the data-level label votes.
 
-    Counts on the homologous genes (``target.var["context_gene"]`` from :func:`~speciesvi.pp.translate_genes`)
-    are ``log1p``-transformed and compared by cosine distance; small inputs are searched exactly (scikit-learn),
-    large ones approximately with pynndescent. Everything stays sparse. The majority context label among the
-    first ``n_vote`` neighbours is the data-level prediction; the agreement score ranks target cells within
-    each predicted label (``1 - (rank + 1) / n_group`` after sorting ascending by votes), so the best-agreeing
-    cells of every label score near 0 — the target model aligns the cells below ``top_percent / 100``.
+    Counts of the homologous genes H (target genes whose ``var["context_gene"]`` is among ``context.var_names``)
+    are log1p-transformed and compared by cosine distance. Everything stays sparse: rows are L2-normalised so the
+    cosine distance is one minus a sparse dot product. Small inputs use exact search (scikit-learn, brute force);
+    large ones (more than about 20,000 x 20,000 cells) use pynndescent's approximate search.
 
     Parameters
     ----------
     target
-        Target AnnData with raw counts and ``var["context_gene"]``.
+        Target AnnData with raw counts, after :func:`~speciesvi.pp.translate_genes`.
     context
-        Context AnnData with raw counts and the labels.
+        Context AnnData with raw counts and cell labels.
     labels_key
-        Column of ``context.obs`` with the context labels.
+        Column of ``context.obs`` with the labels to vote on (e.g. cell types). Missing labels do not vote.
     n_neighbors
-        Candidates kept per target cell (250, as the original).
+        Number of nearest context cells stored per target cell (the alignment's candidates).
     n_vote
-        Nearest candidates that vote on the data-level label (25).
-    layer, context_layer
-        Layers with the raw counts of the target and the context (default ``.X``).
+        Number of nearest context cells whose majority label is the data-level prediction.
+    layer
+        Layer of ``target`` with raw counts; ``None`` uses ``.X``.
     key_added
-        Prefix of the keys written.
+        Prefix of the keys written to ``target``.
+    context_layer
+        Layer of ``context`` with raw counts; ``None`` uses ``.X``.
     n_top_genes
-        Use the homologous genes that are among the ``n_top_genes`` most variable genes of either species,
-        each species' selection made on its own counts (scanpy ``seurat_v3``), as the original's 4,000-gene
-        selection; ``None`` uses every homologous gene. On Baron pancreas the selection raises the data-level
-        accuracy of held-out mouse donors and of the cross-species labels.
-    batch_key, context_batch_key
-        Batch columns of the target and context ``.obs`` for the variable-gene selection.
+        Use only this many highly variable homologous genes; ``None`` uses all of H. Genes are ranked as
+        :func:`scanpy.pp.highly_variable_genes` (Seurat flavour) ranks them with the species as batches: first by
+        the number of species in which they are highly variable, then by mean normalised dispersion. The
+        default, 4,000, is the gene count of the original scSpecies; selecting genes variable in both species
+        favours cell-type markers shared by the species. Computed on private copies; the inputs are not changed.
     method
-        ``"auto"``, ``"exact"`` or ``"pynndescent"``.
+        ``"exact"``, ``"pynndescent"`` or ``"auto"`` (exact when target cells x context cells <= 4e8).
+    n_jobs
+        Threads for the neighbour search; default: all usable cores.
     random_state
-        Seed of the approximate search.
+        Seed of pynndescent's random projection trees.
 
     Returns
     -------
-    None
-        Writes ``target.obsm[key_added]`` (int32, ``n_target x n_neighbors`` context row indices, nearest
-        first), ``target.obs[key_added + "_label"]``, ``target.obs[key_added + "_agreement"]`` and
-        ``target.uns[key_added + "_params"]`` (parameters, the homologous genes used and a fingerprint of the
-        context). On error ``target`` is unchanged.
+    Nothing; writes to ``target``:
+
+    - ``obsm[key_added]``: ``int32`` array ``n_obs x n_neighbors`` of context row indices, nearest first (``-1``
+      for target cells with no counts on the genes used);
+    - ``obs[key_added + "_label"]``: majority context label among the first ``n_vote`` neighbours (categorical;
+      ties go to the label whose first voter is nearest);
+    - ``obs[key_added + "_agreement"]``: within each predicted label, cells sorted ascending by the vote count of
+      the winning label (ties: farther voters first) get the score ``1 - (rank + 1) / n_group``, so the
+      best-agreeing cells of every label score near 0; the alignment uses cells with score < 0.2. Cells without a
+      prediction score 1;
+    - ``uns[key_added + "_params"]``: the parameters, ``labels_key``, the genes used on both sides and
+      ``context_fingerprint`` (:func:`~speciesvi.pp.adata_fingerprint` of ``context`` on its genes used).
+
+    On error neither AnnData is changed.
 
     Examples
     --------
-    >>> mouse, human = speciesvi.datasets.baron_pancreas()
-    >>> speciesvi.pp.translate_genes(human, speciesvi.pp.homology_table("human", "mouse"))
-    >>> speciesvi.pp.homolog_neighbors(human, mouse, labels_key="cell_ontology_class")
-    >>> human.obs["homolog_neighbors_label"].value_counts()  # doctest: +SKIP
+    >>> import speciesvi
+    >>> human, mouse = speciesvi.datasets.baron_pancreas()  # doctest: +SKIP
+    >>> table = speciesvi.pp.homology_table("human", "mouse")  # doctest: +SKIP
+    >>> speciesvi.pp.translate_genes(human, table, context=mouse)  # doctest: +SKIP
+    >>> speciesvi.pp.homolog_neighbors(human, mouse, labels_key="cell_ontology_class")  # doctest: +SKIP
+    >>> human.obs[["homolog_neighbors_label", "homolog_neighbors_agreement"]].head()  # doctest: +SKIP
     """
+    if not isinstance(n_neighbors, int | np.integer) or n_neighbors < 1:
+        raise ValueError(f"n_neighbors must be a positive integer, not {n_neighbors!r}.")
+    if not isinstance(n_vote, int | np.integer) or not 1 <= n_vote <= n_neighbors:
+        raise ValueError(f"n_vote must be an integer between 1 and n_neighbors={n_neighbors}, not {n_vote!r}.")
+    if n_top_genes is not None and (not isinstance(n_top_genes, int | np.integer) or n_top_genes < 1):
+        raise ValueError(f"n_top_genes must be a positive integer or None, not {n_top_genes!r}.")
+    check_obs_key(context, labels_key, "context")
     check_unique_var_names(target, "target")
     check_unique_var_names(context, "context")
-    check_obs_key(context, labels_key, "context")
-    if context.obs[labels_key].isna().any():
-        raise ValueError(f"context.obs[{labels_key!r}] has missing labels; fill or drop those cells first.")
-    if not 1 <= n_vote <= n_neighbors:
-        raise ValueError(f"Need 1 <= n_vote <= n_neighbors, got n_vote={n_vote}, n_neighbors={n_neighbors}.")
-    if context.n_obs < n_neighbors:
-        raise ValueError(f"n_neighbors={n_neighbors} exceeds the {context.n_obs} context cells; lower it.")
-    genes_target, genes_context = homologous_genes(target, context)
-    if not genes_target:
+    if n_neighbors > context.n_obs:
+        raise ValueError(f"n_neighbors={n_neighbors} exceeds the {context.n_obs} context cells; lower n_neighbors.")
+    knn_method = choose_method(method, target.n_obs, context.n_obs)
+    t_genes, c_genes = homologous_genes(target, context)
+    if len(t_genes) == 0:
         raise ValueError(
-            "No homologous genes: none of target.var['context_gene'] is in context.var_names. Check that the "
-            "homology table matches both species' gene symbols."
+            "No homologous genes: no target.var['context_gene'] is among context.var_names. Check that both use "
+            "gene symbols of their species and that translate_genes used a table for these two species."
         )
-    if len(genes_target) < FEW_HOMOLOGS:
+    if len(t_genes) < MIN_HOMOLOGOUS_GENES:
         warnings.warn(
-            f"Only {len(genes_target)} homologous genes; data-level neighbours will be unreliable.",
+            f"Only {len(t_genes)} homologous genes are shared by target and context; data-level neighbours will "
+            "be unreliable.",
             UserWarning,
             stacklevel=2,
         )
-    if n_top_genes is not None:
-        check_counts(get_matrix(target, layer, "target"), "target counts")
-        check_counts(get_matrix(context, context_layer, "context"), "context counts")
-        variable_target = _variable_genes(target, layer, batch_key, n_top_genes)
-        variable_context = _variable_genes(context, context_layer, context_batch_key, n_top_genes)
-        keep = [t in variable_target or c in variable_context for t, c in zip(genes_target, genes_context, strict=True)]
-        genes_target = [g for g, k in zip(genes_target, keep, strict=True) if k]
-        genes_context = [g for g, k in zip(genes_context, keep, strict=True) if k]
-    target_counts = get_matrix(target, layer, "target")[:, target.var_names.get_indexer(genes_target)]
-    context_counts = get_matrix(context, context_layer, "context")[:, context.var_names.get_indexer(genes_context)]
-    check_counts(target_counts, "target counts")
-    check_counts(context_counts, "context counts")
-    logger.info("homolog_neighbors: %d homologous genes", len(genes_target))
+    target_matrix = get_matrix(target, layer, "target")
+    context_matrix = get_matrix(context, context_layer, "context")
 
-    chosen = choose_method(method, target.n_obs, context.n_obs)
-    indices, distances = cosine_knn(
-        _log1p_unit_rows(target_counts),
-        _log1p_unit_rows(context_counts),
+    logger.info("homolog_neighbors: %d homologous genes", len(t_genes))
+    target_counts = _columns_as_csr(target_matrix, target.var_names.get_indexer(t_genes))
+    check_counts(target_counts, "target" if layer is None else f"target.layers[{layer!r}]")
+    context_counts = _columns_as_csr(context_matrix, context.var_names.get_indexer(c_genes))
+    check_counts(context_counts, "context" if context_layer is None else f"context.layers[{context_layer!r}]")
+
+    if n_top_genes is not None and n_top_genes < len(t_genes):
+        keep = select_variable_genes(target_counts, context_counts, n_top_genes)
+        t_genes, c_genes = t_genes[keep], c_genes[keep]
+        target_counts, context_counts = target_counts[:, keep], context_counts[:, keep]
+
+    target_unit = _log1p_unit_rows(target_counts)
+    del target_counts
+    context_unit = _log1p_unit_rows(context_counts)
+    del context_counts
+    target_ok = np.flatnonzero(target_unit.getnnz(axis=1) > 0)
+    context_ok = np.flatnonzero(context_unit.getnnz(axis=1) > 0)
+    if len(context_ok) < n_neighbors:
+        raise ValueError(
+            f"Only {len(context_ok)} context cells have counts on the {len(c_genes)} genes used, fewer than "
+            f"n_neighbors={n_neighbors}."
+        )
+    for name, n_empty in (("target", target.n_obs - len(target_ok)), ("context", context.n_obs - len(context_ok))):
+        if n_empty:
+            warnings.warn(
+                f"{n_empty} {name} cells have no counts on the {len(t_genes)} genes used; "
+                + ("they get no neighbours (-1)." if name == "target" else "they are left out of the search."),
+                UserWarning,
+                stacklevel=2,
+            )
+
+    logger.info(
+        "homolog_neighbors: %s cosine search, %d target x %d context cells, k=%d",
+        knn_method,
+        len(target_ok),
+        len(context_ok),
         n_neighbors,
-        chosen,
+    )
+    found, distances = cosine_knn(
+        target_unit[target_ok],
+        context_unit[context_ok],
+        n_neighbors,
+        knn_method,
+        n_jobs=n_jobs,
         random_state=random_state,
     )
-    labels = pd.Categorical(context.obs[labels_key].astype(str))
-    codes = labels.codes[indices[:, :n_vote]]
-    rank_weight = 1e-3 * np.arange(n_vote, 0, -1) / n_vote  # a tie goes to the label of the nearer neighbours
-    votes = _votes(codes, len(labels.categories)).astype(np.float64)
-    np.add.at(votes, (np.repeat(np.arange(len(codes)), n_vote), codes.ravel()), np.tile(rank_weight, len(codes)))
-    winner = votes.argmax(1)
-    n_votes = np.floor(votes[np.arange(len(winner)), winner]).astype(np.int64)
-    predicted = np.asarray(labels.categories)[winner]
-    scores = agreement_scores(predicted, n_votes, distances[:, :n_vote].mean(1))
+    del target_unit, context_unit
+    neighbors = np.full((target.n_obs, n_neighbors), -1, dtype=np.int32)
+    neighbors[target_ok] = context_ok[found].astype(np.int32)
+    vote_distances = np.full((target.n_obs, n_vote), np.inf, dtype=np.float32)
+    vote_distances[target_ok] = distances[:, :n_vote]
 
-    target.obsm[key_added] = indices
-    target.obs[f"{key_added}_label"] = pd.Categorical(predicted, categories=labels.categories)
-    target.obs[f"{key_added}_agreement"] = scores
-    target.uns[f"{key_added}_params"] = {
+    labels = context.obs[labels_key]
+    categories = labels.cat.categories if isinstance(labels.dtype, pd.CategoricalDtype) else None
+    labels = pd.Categorical(labels, categories=categories)
+    winner, votes, mean_distance = _vote(
+        neighbors[:, :n_vote], vote_distances, labels.codes.astype(np.int64), len(labels.categories)
+    )
+    agreement = _agreement(winner, votes, mean_distance)
+    predicted = pd.Categorical.from_codes(winner, categories=labels.categories)
+
+    target.obsm[key_added] = neighbors
+    target.obs[key_added + "_label"] = pd.Categorical(predicted).remove_unused_categories()
+    target.obs[key_added + "_agreement"] = agreement
+    target.uns[key_added + "_params"] = {
         "labels_key": labels_key,
-        "n_neighbors": n_neighbors,
-        "n_vote": n_vote,
+        "n_neighbors": int(n_neighbors),
+        "n_vote": int(n_vote),
         "layer": layer,
         "context_layer": context_layer,
-        "method": chosen,
-        "n_top_genes": n_top_genes,
         "metric": "cosine",
-        "genes_target": genes_target,
-        "genes_context": genes_context,
-        "context_fingerprint": adata_fingerprint(context, genes=genes_context),
+        "transform": "log1p",
+        "n_top_genes": None if n_top_genes is None else int(n_top_genes),
+        "method": knn_method,
+        "random_state": random_state,
+        "target_genes": [str(g) for g in t_genes],
+        "context_genes": [str(g) for g in c_genes],
+        "context_fingerprint": adata_fingerprint(context, genes=c_genes),
     }
+    predicted_share = pd.Series(predicted).value_counts(normalize=True)
     logger.info(
-        "homolog_neighbors: %d target cells; data-level labels %s",
-        target.n_obs,
-        dict(pd.Series(predicted).value_counts().head(10)),
+        "homolog_neighbors: wrote obsm[%r], obs[%r], obs[%r]; predicted labels: %s",
+        key_added,
+        key_added + "_label",
+        key_added + "_agreement",
+        ", ".join(f"{k} {v:.0%}" for k, v in predicted_share.head(8).items()),
     )
