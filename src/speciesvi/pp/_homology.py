@@ -13,7 +13,7 @@ import pandas as pd
 from ._homology_formats import TIDY_COLUMNS, parse_homology_frame, read_table_file
 from ._mgi import cached_mgi_report, default_cache_dir, mgi_report
 from ._mygene import mygene_homology
-from ._species import resolve_species
+from ._species import Species, resolve_species
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,10 @@ def homology_table(
     return table
 
 
-def _named_source(source, target, context, cache_dir, genes) -> tuple[str, pd.DataFrame]:
+def _named_source(
+    source: str, target: Species, context: Species, cache_dir: str | Path | None, genes: Iterable[str] | None
+) -> tuple[str, pd.DataFrame]:
+    """Resolve ``"auto"`` and load one of the named sources; returns (label, tidy table)."""
     pair = {target.taxid, context.taxid}
     if source == "auto":
         if pair <= _OFFLINE_TAXA:

@@ -76,12 +76,10 @@ def _clean_symbols(values: pd.Series) -> pd.Series:
 
 
 def read_table_file(path: str | Path) -> pd.DataFrame:
-    """Read a homology table from a comma- or tab-separated file (optionally compressed)."""
-    path = Path(path)
-    with pd.io.common.get_handle(path, "r", compression="infer") as handle:
-        header = handle.handle.readline()
-    sep = "\t" if "\t" in header else ","
-    return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, compression="infer")
+    """Read a homology table from a tab- or comma-separated file (compression inferred from the suffix)."""
+    header = pd.read_csv(path, sep="\t", nrows=0, dtype=str)
+    sep = "\t" if len(header.columns) > 1 else ","
+    return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
 
 
 def types_from_degrees(target_genes: pd.Series, context_genes: pd.Series) -> np.ndarray:
@@ -112,13 +110,12 @@ def _finish(target: pd.Series, context: pd.Series, types: pd.Series | None, scor
     if types is None:
         out["homology_type"] = types_from_degrees(out["target_gene"], out["context_gene"])
     else:
+        # Ensembl spells the types "ortholog_one2one"; other relation types (paralogs, gene splits) are dropped.
+        out["homology_type"] = out["homology_type"].astype("string").str.strip().str.removeprefix("ortholog_")
         out = out[out["homology_type"].isin(HOMOLOGY_TYPES)].reset_index(drop=True)
+        out["homology_type"] = out["homology_type"].astype(object)
     out["score"] = out["score"].astype(float)
     return out
-
-
-def _species_of(prefix: str) -> Species | None:
-    return lookup_species(prefix)
 
 
 def _parse_ensembl(df: pd.DataFrame, norm: dict[str, str], target: Species, context: Species) -> pd.DataFrame:
@@ -128,13 +125,13 @@ def _parse_ensembl(df: pd.DataFrame, norm: dict[str, str], target: Species, cont
     for key, column in norm.items():
         if key in _ENSEMBL_QUERY_NAMES:
             continue
-        if (m := _ENSEMBL_NAME.match(key)) and (sp := _species_of(m["sp"])) is not None:
+        if (m := _ENSEMBL_NAME.match(key)) and (sp := lookup_species(m["sp"])) is not None:
             names[sp.taxid] = (m["sp"], column)
-        elif (m := _ENSEMBL_TYPE.match(key)) and (sp := _species_of(m["sp"])) is not None:
+        elif (m := _ENSEMBL_TYPE.match(key)) and (sp := lookup_species(m["sp"])) is not None:
             types[sp.taxid] = column
     both = [taxid for taxid in names if taxid in types and taxid in (target.taxid, context.taxid)]
     if query_col is None or not both:
-        others = ", ".join(sorted({_species_of(p).name for p, _ in names.values()})) or "none"
+        others = ", ".join(sorted({lookup_species(p).name for p, _ in names.values()})) or "none"
         raise ValueError(
             f"This Ensembl BioMart table has homolog columns for: {others}; it needs the columns of the "
             f"{target.name} or the {context.name} homologs ('<Species> gene name', '<Species> homology type') "
@@ -152,7 +149,6 @@ def _parse_ensembl(df: pd.DataFrame, norm: dict[str, str], target: Species, cont
         target_col, context_col = homolog_col, query_col
     else:
         target_col, context_col = query_col, homolog_col
-    type_values = df[type_col].astype("string").str.strip().str.replace("ortholog_", "", regex=False)
     scores = []
     for display, attribute, scale in _ENSEMBL_SCORES:
         for pattern in (display, attribute):
@@ -160,7 +156,7 @@ def _parse_ensembl(df: pd.DataFrame, norm: dict[str, str], target: Species, cont
                 scores.append(pd.to_numeric(df[col], errors="coerce") * scale)
                 break
     score = pd.concat(scores, axis=1).mean(axis=1) if scores else None
-    return _finish(df[target_col], df[context_col], type_values.astype(object), score)
+    return _finish(df[target_col], df[context_col], df[type_col], score)
 
 
 def _parse_hcop(df: pd.DataFrame, symbol_cols: dict[int, str], target: Species, context: Species) -> pd.DataFrame:
@@ -217,7 +213,7 @@ def parse_homology_frame(df: pd.DataFrame, target: Species, context: Species) ->
         return _parse_mgi(df, norm, target, context)
     symbol_cols = {}
     for key, column in norm.items():
-        if (m := _HCOP_SYMBOL.match(key)) and (sp := _species_of(m["sp"])) is not None:
+        if (m := _HCOP_SYMBOL.match(key)) and (sp := lookup_species(m["sp"])) is not None:
             symbol_cols[sp.taxid] = column
     if len(symbol_cols) >= 2:
         if target.taxid in symbol_cols and context.taxid in symbol_cols:

@@ -102,6 +102,12 @@ def mygene_homology(genes: Iterable[str], target: Species, context: Species, cli
         context_ids = [str(gene_id) for taxid, gene_id in members if int(taxid) == context.taxid]
         for gene_id in context_ids:
             rows.append((hit["query"], gene_id, max(n_target, 1), len(context_ids)))
+    logger.info(
+        "MyGene.info: %d of %d symbols have %s homologs in HomoloGene",
+        len({r[0] for r in rows}),
+        len(symbols),
+        context.name,
+    )
     if not rows:
         return pd.DataFrame(columns=list(TIDY_COLUMNS))
     pairs = pd.DataFrame(rows, columns=["target_gene", "entrez", "n_target", "n_context"])
