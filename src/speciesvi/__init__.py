@@ -6,7 +6,7 @@ import importlib
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, pp
+from . import datasets, pp, tl
 
 try:
     __version__ = version("speciesvi")
@@ -15,7 +15,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ContextVI", "TargetVI", "datasets", "pl", "pp"]
+__all__ = ["ContextVI", "TargetVI", "datasets", "pl", "pp", "tl"]
 
 
 def __getattr__(name: str):

@@ -26,6 +26,7 @@ from ._context import DEFAULT_PLAN_KWARGS, ContextVI
 from ._encoding import EncodingMixin
 from ._fingerprint import module_fingerprint
 from ._save import SaveLoadMixin
+from ._similarity import SimilarityMixin
 from ._validation import check_anndata
 
 if TYPE_CHECKING:
@@ -59,7 +60,9 @@ def _neighbor_params(adata: AnnData, neighbors_key: str) -> dict:
     return adata.uns[f"{neighbors_key}_params"]
 
 
-class TargetVI(EncodingMixin, SaveLoadMixin, UnsupervisedTrainingMixin, RNASeqMixin, VAEMixin, BaseModelClass):
+class TargetVI(
+    SimilarityMixin, EncodingMixin, SaveLoadMixin, UnsupervisedTrainingMixin, RNASeqMixin, VAEMixin, BaseModelClass
+):
     """scSpecies target model: a VAE of another species whose cells land in a ContextVI's latent space.
 
     A new outer encoder, library encoder and decoder model the target genes. With ``alignment="inter"``

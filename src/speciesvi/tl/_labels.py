@@ -1,0 +1,130 @@
+"""Label helpers: top-k majority votes, cluster-level majority voting and histogram modes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+UNASSIGNED = "Unassigned"
+HETEROGENEOUS = "Heterogeneous"
+
+
+def vote(neighbor_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Majority label of every row of a ``(n_cells, k)`` array of neighbour labels, and its vote share.
+
+    Ties go to the label that occurs first in the row (the more similar neighbour when rows are sorted
+    by similarity). Missing labels (``None``/NaN) do not vote but count in the share's denominator; a
+    row without any label gets "Unassigned" and share 0.
+
+    Parameters
+    ----------
+    neighbor_labels
+        Labels of each cell's ``k`` neighbours, most similar first.
+
+    Returns
+    -------
+    labels
+        ``(n_cells,)`` winning label of each row (object array).
+    share
+        ``(n_cells,)`` fraction of the ``k`` votes the winner got.
+
+    Examples
+    --------
+    >>> labels, share = vote(np.array([["a", "b", "b"], ["c", "a", "b"]]))
+    >>> labels.tolist(), share.round(2).tolist()
+    (['b', 'c'], [0.67, 0.33])
+    """
+    neighbor_labels = np.asarray(neighbor_labels, dtype=object)
+    if neighbor_labels.ndim != 2 or neighbor_labels.shape[1] == 0:
+        raise ValueError("neighbor_labels must be a non-empty (n_cells, k) array.")
+    n, k = neighbor_labels.shape
+    codes, categories = pd.factorize(neighbor_labels.reshape(-1), use_na_sentinel=True)
+    n_categories = max(len(categories), 1)
+    valid = codes >= 0
+    rows = np.repeat(np.arange(n), k)
+    slots = np.tile(np.arange(k), n)
+    counts = np.zeros((n, n_categories), dtype=np.int64)
+    np.add.at(counts, (rows[valid], codes[valid]), 1)
+    # first position of each label in its row breaks ties towards the more similar neighbour
+    first = np.full((n, n_categories), k, dtype=np.int64)
+    np.minimum.at(first, (rows[valid], codes[valid]), slots[valid])
+    best = (counts * (k + 1) - first).argmax(axis=1)  # most votes; among ties the smallest first position
+    share = counts[np.arange(n), best] / k
+    labels = np.asarray(categories, dtype=object)[best] if len(categories) else np.full(n, UNASSIGNED, dtype=object)
+    labels = np.where(share > 0, labels, UNASSIGNED).astype(object)
+    return labels, share
+
+
+def majority_voting(
+    labels: Sequence | np.ndarray | pd.Series,
+    clusters: Sequence | np.ndarray | pd.Series,
+    min_prop: float = 0.0,
+) -> np.ndarray:
+    """CellTypist-style majority voting: every cell gets the most frequent label of its cluster.
+
+    Parameters
+    ----------
+    labels
+        Per-cell labels (may include "Unassigned").
+    clusters
+        Per-cell cluster ids (e.g. Leiden clusters).
+    min_prop
+        A cluster whose most frequent label covers less than this fraction of its cells is labelled
+        "Heterogeneous".
+
+    Returns
+    -------
+    numpy.ndarray
+        The cluster-level label of every cell (object array).
+
+    Examples
+    --------
+    >>> majority_voting(["a", "a", "b", "c"], [0, 0, 0, 1]).tolist()
+    ['a', 'a', 'a', 'c']
+    """
+    if not 0.0 <= min_prop <= 1.0:
+        raise ValueError(f"min_prop must be in [0, 1], got {min_prop}.")
+    frame = pd.DataFrame({"label": np.asarray(labels, dtype=object), "cluster": np.asarray(clusters, dtype=object)})
+    if frame["cluster"].isna().any():
+        raise ValueError("The clustering has missing values; every cell needs a cluster.")
+    counts = frame.groupby(["cluster", "label"], sort=True, observed=True).size()
+    winners = {}
+    for cluster, group in counts.groupby(level=0, sort=False):
+        group = group.droplevel(0)
+        top = group.idxmax()
+        winners[cluster] = top if group.max() / group.sum() >= min_prop else HETEROGENEOUS
+    return frame["cluster"].map(winners).to_numpy(dtype=object)
+
+
+def histogram_mode(values: np.ndarray, bins: int | str = "auto") -> float:
+    """Mid-point of the fullest histogram bin of ``values`` (NaN and infinite values are ignored).
+
+    Parameters
+    ----------
+    values
+        Samples of a distribution.
+    bins
+        Passed to :func:`numpy.histogram_bin_edges` (``"auto"``: the larger of the Sturges and
+        Freedman-Diaconis bin counts).
+
+    Returns
+    -------
+    float
+        The modal value (NaN for no finite values).
+
+    Examples
+    --------
+    >>> histogram_mode(np.array([0.0, 1.0, 1.1, 1.2, 5.0]), bins=5)
+    1.5
+    """
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan")
+    if values.min() == values.max():
+        return float(values[0])
+    counts, edges = np.histogram(values, bins=bins)
+    best = int(np.argmax(counts))
+    return float((edges[best] + edges[best + 1]) / 2)
