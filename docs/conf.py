@@ -23,13 +23,13 @@ version = ".".join(release.split(".")[:2])
 
 # -- General ---------------------------------------------------------------------------------------------------------
 extensions = [
-    "myst_parser",
+    "myst_nb",  # MyST Markdown pages and the executed tutorial notebooks (includes myst_parser)
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
 ]
-source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
+source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
 master_doc = "index"
 templates_path = ["_templates"]
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "_templates"]
@@ -39,6 +39,15 @@ suppress_warnings: list[str] = []  # keep empty unless a warning cannot be fixed
 # -- MyST ------------------------------------------------------------------------------------------------------------
 myst_enable_extensions = ["amsmath", "colon_fence", "deflist", "dollarmath"]
 myst_heading_anchors = 3
+
+# -- Notebooks -------------------------------------------------------------------------------------------------------
+# The tutorials are executed at every build that finds them changed (jupyter-cache), so CI's docs build runs them
+# end to end; a failing cell fails the build.
+nb_execution_mode = "cache"
+nb_execution_timeout = 1800
+nb_execution_raise_on_error = True
+nb_execution_show_tb = True
+nb_merge_streams = True
 
 # -- autodoc / autosummary / napoleon --------------------------------------------------------------------------------
 autosummary_generate = True

@@ -6,7 +6,7 @@ import importlib
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, pp, tl
+from . import datasets, io, pp, tl
 
 try:
     __version__ = version("speciesvi")
@@ -15,13 +15,13 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ContextVI", "TargetVI", "datasets", "pl", "pp", "tl"]
+__all__ = ["ContextVI", "TargetVI", "datasets", "io", "pl", "pp", "tl"]
 
 
 def __getattr__(name: str):
     # The models import torch and scvi-tools; keep ``import speciesvi.pp`` light.
     if name in {"ContextVI", "TargetVI"}:
         return getattr(importlib.import_module(".model", __name__), name)
-    if name == "pl":
-        return importlib.import_module(".pl", __name__)
+    if name in {"pl", "model"}:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'speciesvi' has no attribute {name!r}")

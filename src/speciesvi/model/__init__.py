@@ -1,6 +1,17 @@
 """User-facing scvi-tools models of speciesvi."""
 
 from ._context import ContextVI
+from ._from_scvi import context_from_scvi
+from ._pretrained import archive_model, default_cache_dir, fetch_model
+from ._query import pad_query_genes
 from ._target import TargetVI
 
-__all__ = ["ContextVI", "TargetVI"]
+__all__ = [
+    "ContextVI",
+    "TargetVI",
+    "archive_model",
+    "context_from_scvi",
+    "default_cache_dir",
+    "fetch_model",
+    "pad_query_genes",
+]

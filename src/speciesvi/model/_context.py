@@ -18,6 +18,7 @@ from ..module import ContextVAE
 from ..module._components import Dispersion, GeneLikelihood
 from ..train import SpeciesTrainingPlan
 from ._encoding import EncodingMixin
+from ._pretrained import PretrainedMixin
 from ._save import SaveLoadMixin
 from ._validation import check_anndata
 
@@ -31,7 +32,14 @@ DEFAULT_PLAN_KWARGS = {"n_epochs_kl_warmup": 10, "min_kl_weight": 0.1, "max_kl_w
 
 
 class ContextVI(
-    EncodingMixin, SaveLoadMixin, UnsupervisedTrainingMixin, RNASeqMixin, VAEMixin, ArchesMixin, BaseModelClass
+    PretrainedMixin,
+    EncodingMixin,
+    SaveLoadMixin,
+    UnsupervisedTrainingMixin,
+    RNASeqMixin,
+    VAEMixin,
+    ArchesMixin,
+    BaseModelClass,
 ):
     """scSpecies context model: a conditional VAE of the reference species, pretrained once.
 
@@ -40,6 +48,9 @@ class ContextVI(
     a :class:`~speciesvi.TargetVI` reuses. The decoder's softmax runs over all context genes; where
     species are compared it is renormalised over the homologous genes, so one trained context model
     serves any target species.
+
+    A pretrained context loads from a folder, an archive or a URL with :meth:`load` (downloads are cached),
+    and a trained scvi-tools :class:`~scvi.model.SCVI` becomes a context with :meth:`from_scvi_model`.
 
     Parameters
     ----------

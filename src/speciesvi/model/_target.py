@@ -25,6 +25,8 @@ from ..train import AlignmentTrainingPlan
 from ._context import DEFAULT_PLAN_KWARGS, ContextVI
 from ._encoding import EncodingMixin
 from ._fingerprint import module_fingerprint
+from ._lfc import HomologLfcMixin
+from ._query import QueryMixin
 from ._save import SaveLoadMixin
 from ._similarity import SimilarityMixin
 from ._validation import check_anndata
@@ -61,7 +63,15 @@ def _neighbor_params(adata: AnnData, neighbors_key: str) -> dict:
 
 
 class TargetVI(
-    SimilarityMixin, EncodingMixin, SaveLoadMixin, UnsupervisedTrainingMixin, RNASeqMixin, VAEMixin, BaseModelClass
+    QueryMixin,
+    HomologLfcMixin,
+    SimilarityMixin,
+    EncodingMixin,
+    SaveLoadMixin,
+    UnsupervisedTrainingMixin,
+    RNASeqMixin,
+    VAEMixin,
+    BaseModelClass,
 ):
     """scSpecies target model: a VAE of another species whose cells land in a ContextVI's latent space.
 

@@ -36,6 +36,8 @@ class MLP(nn.Module):
         Number of categories of each categorical covariate (one-hot encoded into the first block).
     dropout_rate
         Dropout after each block.
+    use_layer_norm
+        Layer norm (without affine parameters) after each linear layer.
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class MLP(nn.Module):
         dims: Sequence[int],
         n_cat_list: Sequence[int] | None = None,
         dropout_rate: float = 0.1,
+        use_layer_norm: bool = True,
     ):
         super().__init__()
         if len(dims) == 0:
@@ -57,7 +60,7 @@ class MLP(nn.Module):
                 n_layers=1,
                 dropout_rate=dropout_rate,
                 use_batch_norm=False,
-                use_layer_norm=True,
+                use_layer_norm=use_layer_norm,
             )
             for i in range(len(dims))
         )
@@ -98,11 +101,20 @@ class InnerEncoder(nn.Module):
         Hidden layer sizes.
     dropout_rate
         Dropout after each hidden layer.
+    use_layer_norm
+        Layer norm after each hidden layer.
     """
 
-    def __init__(self, n_input: int, n_latent: int, dims: Sequence[int] = (200,), dropout_rate: float = 0.1):
+    def __init__(
+        self,
+        n_input: int,
+        n_latent: int,
+        dims: Sequence[int] = (200,),
+        dropout_rate: float = 0.1,
+        use_layer_norm: bool = True,
+    ):
         super().__init__()
-        self.mlp = MLP(n_input, dims, dropout_rate=dropout_rate)
+        self.mlp = MLP(n_input, dims, dropout_rate=dropout_rate, use_layer_norm=use_layer_norm)
         self.head = GaussianHead(self.mlp.n_output, n_latent)
 
     def forward(self, inter: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,9 +136,10 @@ class LibraryEncoder(nn.Module):
         n_cat_list: Sequence[int] | None = None,
         dropout_rate: float = 0.1,
         log_library_offset: float = 0.0,
+        use_layer_norm: bool = True,
     ):
         super().__init__()
-        self.mlp = MLP(n_input, dims, n_cat_list=n_cat_list, dropout_rate=dropout_rate)
+        self.mlp = MLP(n_input, dims, n_cat_list=n_cat_list, dropout_rate=dropout_rate, use_layer_norm=use_layer_norm)
         self.head = GaussianHead(self.mlp.n_output, 1)
         self.register_buffer("log_library_offset", torch.tensor(float(log_library_offset)))
 
@@ -156,6 +169,8 @@ class ExpressionDecoder(nn.Module):
         ``"zinb"`` or ``"nb"``.
     dropout_rate
         Dropout after each hidden layer.
+    use_layer_norm
+        Layer norm after each hidden layer.
     """
 
     def __init__(
@@ -167,6 +182,7 @@ class ExpressionDecoder(nn.Module):
         dispersion: Dispersion = "gene-batch",
         gene_likelihood: GeneLikelihood = "zinb",
         dropout_rate: float = 0.1,
+        use_layer_norm: bool = True,
     ):
         super().__init__()
         if dispersion not in ("gene", "gene-batch", "gene-cell"):
@@ -176,7 +192,7 @@ class ExpressionDecoder(nn.Module):
         self.dispersion = dispersion
         self.gene_likelihood = gene_likelihood
         self.n_batch = n_batch
-        self.mlp = MLP(n_latent, dims, n_cat_list=[n_batch], dropout_rate=dropout_rate)
+        self.mlp = MLP(n_latent, dims, n_cat_list=[n_batch], dropout_rate=dropout_rate, use_layer_norm=use_layer_norm)
         hidden = self.mlp.n_output
         self.logits = nn.Linear(hidden, n_output)
         if dispersion == "gene":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import torch
@@ -16,6 +16,19 @@ from ._components import MLP, Dispersion, ExpressionDecoder, GeneLikelihood, Inn
 from ._likelihood import count_log_prob_sum
 
 INTER_KEY = "inter"
+#: The parts of a :class:`ContextVAE` whose hidden layers can use layer norm.
+PARTS = ("outer", "inner", "library", "decoder")
+
+
+def layer_norm_parts(use_layer_norm: bool | Collection[str]) -> frozenset[str]:
+    """The parts (of :data:`PARTS`) that use layer norm: all for ``True``, none for ``False``, else the named ones."""
+    if isinstance(use_layer_norm, bool):
+        return frozenset(PARTS if use_layer_norm else ())
+    parts = frozenset(use_layer_norm)
+    unknown = sorted(parts - set(PARTS))
+    if unknown:
+        raise ValueError(f"use_layer_norm names unknown parts {unknown}; choose among {list(PARTS)} or pass a bool.")
+    return parts
 
 
 class ContextVAE(BaseModuleClass):
@@ -43,6 +56,10 @@ class ContextVAE(BaseModuleClass):
         ``"zinb"`` or ``"nb"``.
     library_log_means, library_log_vars
         Per-batch mean and variance of the log total counts: the prior of ``log l``. Shape ``(n_batch,)``.
+    use_layer_norm
+        Layer norm after the hidden layers: ``True`` (default) in every part, ``False`` in none, or the
+        parts that use it among ``"outer"``, ``"inner"``, ``"library"`` and ``"decoder"`` (a context
+        adopted from scvi-tools' SCVI keeps that model's choice, see :meth:`speciesvi.ContextVI.from_scvi_model`).
     """
 
     def __init__(
@@ -59,8 +76,10 @@ class ContextVAE(BaseModuleClass):
         gene_likelihood: GeneLikelihood = "zinb",
         library_log_means: np.ndarray | None = None,
         library_log_vars: np.ndarray | None = None,
+        use_layer_norm: bool | Collection[str] = True,
     ):
         super().__init__()
+        norm = layer_norm_parts(use_layer_norm)
         self.n_input = n_input
         self.n_batch = n_batch
         self.n_latent = n_latent
@@ -69,14 +88,19 @@ class ContextVAE(BaseModuleClass):
         self.register_buffer("library_log_means", torch.as_tensor(means, dtype=torch.float32))
         self.register_buffer("library_log_vars", torch.as_tensor(variances, dtype=torch.float32))
 
-        self.outer_encoder = MLP(n_input, n_hidden_outer, n_cat_list=[n_batch], dropout_rate=dropout_rate)
-        self.inner_encoder = InnerEncoder(self.outer_encoder.n_output, n_latent, n_hidden_inner, dropout_rate)
+        self.outer_encoder = MLP(
+            n_input, n_hidden_outer, n_cat_list=[n_batch], dropout_rate=dropout_rate, use_layer_norm="outer" in norm
+        )
+        self.inner_encoder = InnerEncoder(
+            self.outer_encoder.n_output, n_latent, n_hidden_inner, dropout_rate, use_layer_norm="inner" in norm
+        )
         self.library_encoder = LibraryEncoder(
             n_input,
             n_hidden_library,
             n_cat_list=[n_batch],
             dropout_rate=dropout_rate,
             log_library_offset=float(means.mean()),
+            use_layer_norm="library" in norm,
         )
         self.decoder = ExpressionDecoder(
             n_latent,
@@ -86,6 +110,7 @@ class ContextVAE(BaseModuleClass):
             dispersion=dispersion,
             gene_likelihood=gene_likelihood,
             dropout_rate=dropout_rate,
+            use_layer_norm="decoder" in norm,
         )
 
     # -- the parts later stages need, one function each ------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Literal
 
 import torch
@@ -83,7 +84,8 @@ class TargetVAE(ContextVAE):
                     f"The target outer encoder must end in the context's width {context_inter.shape[1]}, "
                     f"not {self.outer_encoder.n_output}; set n_hidden_outer accordingly."
                 )
-            self.inner_encoder.load_state_dict(context_inner_encoder.state_dict())
+            # a copy of the context's own module keeps its architecture (e.g. no layer norm when adopted from SCVI)
+            self.inner_encoder = copy.deepcopy(context_inner_encoder).train(self.training)
             self.inner_encoder.requires_grad_(False)
         # Context statistics are recomputed from the context model when a TargetVI is built or loaded.
         self.register_buffer("context_z_mean", context_z_mean.float(), persistent=False)

@@ -1,5 +1,16 @@
 """Plots of speciesvi results (drawn from AnnData and DataFrames, not from networks)."""
 
+from ._confusion import confusion_heatmap, similarity_heatmap
 from ._embedding import joint_embedding, label_palette
+from ._lfc import lfc_probability
+from ._transfer import cell_similarity, transfer_accuracy
 
-__all__ = ["joint_embedding", "label_palette"]
+__all__ = [
+    "cell_similarity",
+    "confusion_heatmap",
+    "joint_embedding",
+    "label_palette",
+    "lfc_probability",
+    "similarity_heatmap",
+    "transfer_accuracy",
+]

@@ -1,0 +1,168 @@
+"""Aligned target model on the full Baron pair (mouse -> human): latent kNN accuracy, eta = 0 ablation, speed.
+
+    python benchmarks/bench_target.py [--seeds 0 1 2] [--epochs 40] [--skip-original]
+
+Models: the 40 + 40-epoch ContextVI/TargetVI pairs of benchmarks/bench_label_transfer.py (cached in
+benchmarks/.work/label_transfer/, trained there when missing), with the same data (all cells, donor batches,
+the demo pair's gene selection). For every seed the latent is scored by a k = 25 nearest-neighbour classifier
+fitted on the mouse latent and mouse labels and applied to the human latent: balanced accuracy over the 7 types
+with >= 20 cells in both species, and per-type recall.
+
+Ablation: the same context models, a TargetVI trained with eta = 0 (no alignment term) for every seed.
+
+Speed: one fresh 40-epoch TargetVI training (seed 0, the cached context) timed beside the original
+scSpecies 0.1.4 ``train_target`` on the same data and epochs in the same run (benchmarks/_original.py; the
+original trains its own context first, which is not counted). Wall time and process CPU time are reported
+with the load average, since the machine is shared.
+
+Writes benchmarks/results/target.{json,md} and docs/benchmarks/target.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scvi
+from sklearn.neighbors import KNeighborsClassifier
+
+import speciesvi
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
+sys.path.insert(0, str(BENCH))
+from bench_label_transfer import BATCH, LABELS, load_pair, train_models  # noqa: E402
+
+from benchmarks._original import run_original  # noqa: E402
+
+K = 25
+MIN_CELLS = 20
+
+
+def latent_knn(target: speciesvi.TargetVI) -> dict:
+    """Balanced accuracy and per-type recall of a k = 25 latent kNN (context cells and labels -> target cells)."""
+    human, mouse = target.adata, target.context_model.adata
+    knn = KNeighborsClassifier(n_neighbors=K).fit(
+        target.context_model.get_latent_representation(), mouse.obs[LABELS].astype(str).to_numpy()
+    )
+    predicted = knn.predict(target.get_latent_representation())
+    evaluation = speciesvi.tl.evaluate_labels(
+        human.obs[LABELS].astype(str).to_numpy(), predicted, reference=mouse.obs[LABELS], min_cells=MIN_CELLS
+    )
+    return {
+        "balanced_accuracy": round(float(evaluation.balanced_accuracy), 4),
+        "recall": evaluation.recall.round(4).to_dict(),
+    }
+
+
+def train_target(context: speciesvi.ContextVI, human, seed: int, epochs: int, plan_kwargs: dict | None) -> tuple:
+    scvi.settings.seed = seed
+    start, cpu = time.perf_counter(), time.process_time()
+    load = os.getloadavg()[0]
+    model = speciesvi.TargetVI(human, context)
+    model.train(max_epochs=epochs, enable_progress_bar=False, plan_kwargs=plan_kwargs)
+    timing = {
+        "wall_s": round(time.perf_counter() - start, 1),
+        "cpu_s": round(time.process_time() - cpu, 1),
+        "loadavg": [round(load, 2), round(os.getloadavg()[0], 2)],
+    }
+    return model, timing
+
+
+def summary(values: list[float]) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.3f}"
+
+
+def markdown(results: dict) -> str:
+    seeds = results["seeds"]
+    lines = [
+        "# Aligned target model (Baron mouse -> human)",
+        "",
+        f"`python benchmarks/bench_target.py --seeds {' '.join(map(str, seeds))} --epochs {results['epochs']}` on a "
+        "shared 2-core CPU (torch 2.13.0+cpu). Latent kNN: k = 25 on the mouse latent and labels, applied to the "
+        f"human latent; balanced accuracy over the {len(results['types'])} types with >= 20 cells in both species.",
+        "",
+        "| seed | balanced accuracy (default, eta 10 -> 25) | balanced accuracy (eta = 0) |",
+        "| --- | --- | --- |",
+    ]
+    for seed in seeds:
+        lines.append(
+            f"| {seed} | {results['aligned'][str(seed)]['balanced_accuracy']:.3f} "
+            f"| {results['eta0'][str(seed)]['balanced_accuracy']:.3f} |"
+        )
+    aligned = [results["aligned"][str(s)]["balanced_accuracy"] for s in seeds]
+    eta0 = [results["eta0"][str(s)]["balanced_accuracy"] for s in seeds]
+    lines += [f"| mean ± sd | {summary(aligned)} | {summary(eta0)} |", "", "Per-type recall (default model):", ""]
+    lines += ["| cell type | " + " | ".join(f"seed {s}" for s in seeds) + " |", "| --- |" + " --- |" * len(seeds)]
+    for cell_type in results["types"]:
+        recalls = [f"{results['aligned'][str(s)]['recall'][cell_type]:.3f}" for s in seeds]
+        lines.append(f"| {cell_type} | " + " | ".join(recalls) + " |")
+    speed = results["speed"]
+    lines += [
+        "",
+        "## Target training time (40 epochs, same data, one run)",
+        "",
+        "| implementation | wall time (s) | process CPU time (s) | load average (start, end) |",
+        "| --- | --- | --- | --- |",
+        f"| speciesvi `TargetVI.train` | {speed['speciesvi']['wall_s']} | {speed['speciesvi']['cpu_s']} "
+        f"| {speed['speciesvi']['loadavg']} |",
+    ]
+    if "original" in speed:
+        original = speed["original"]
+        lines.append(f"| scSpecies 0.1.4 `train_target` | {original['wall_s']} | | {original['loadavg']} |")
+        lines += ["", f"Speed-up (wall time): {speed['speedup']}x."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--skip-original", action="store_true")
+    args = parser.parse_args()
+    results: dict = {"seeds": args.seeds, "epochs": args.epochs, "aligned": {}, "eta0": {}, "speed": {}}
+    contexts = {}
+    for seed in args.seeds:
+        target, _ = train_models(seed, args.epochs, retrain=False)
+        results["aligned"][str(seed)] = latent_knn(target)
+        contexts[seed] = target.context_model
+    results["types"] = sorted(results["aligned"][str(args.seeds[0])]["recall"])
+    _, human = load_pair()
+    speciesvi.pp.translate_genes(human, speciesvi.pp.homology_table("human", "mouse"))
+    speciesvi.pp.homolog_neighbors(human, contexts[args.seeds[0]].adata, labels_key=LABELS)
+    speciesvi.TargetVI.setup_anndata(human, batch_key=BATCH)
+    for seed in args.seeds:
+        model, timing = train_target(contexts[seed], human, seed, args.epochs, {"eta_start": 0, "eta_max": 0})
+        results["eta0"][str(seed)] = {**latent_knn(model), "timing": timing}
+    _, results["speed"]["speciesvi"] = train_target(contexts[args.seeds[0]], human, args.seeds[0], args.epochs, None)
+    if not args.skip_original:
+        load = os.getloadavg()[0]
+        original = run_original(
+            BENCH / ".work" / "target_original",
+            seed=369963,
+            stages="target",
+            epochs_context=args.epochs,
+            epochs_target=args.epochs,
+        )
+        results["speed"]["original"] = {
+            "wall_s": original["timings"]["stages_s"]["target_training"],
+            "loadavg": [round(load, 2), round(os.getloadavg()[0], 2)],
+        }
+        results["speed"]["speedup"] = round(
+            results["speed"]["original"]["wall_s"] / results["speed"]["speciesvi"]["wall_s"], 2
+        )
+    (BENCH / "results").mkdir(exist_ok=True)
+    (BENCH / "results" / "target.json").write_text(json.dumps(results, indent=2))
+    text = markdown(results)
+    (BENCH / "results" / "target.md").write_text(text)
+    (BENCH.parent / "docs" / "benchmarks" / "target.md").write_text(text)
+    sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""scArches query mapping onto a trained TargetVI (TargetVI.prepare_query_anndata / load_query_data)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import scvi
+import torch
+
+import speciesvi
+from speciesvi.model._fingerprint import module_fingerprint
+
+N_GENES, N_SHARED = 100, 80
+
+
+def _species(prefix: str, seed: int, n_batches: int):
+    scvi.settings.seed = seed
+    adata = scvi.data.synthetic_iid(batch_size=120, n_genes=N_GENES, n_batches=n_batches, n_labels=3)
+    adata.var_names = [f"{prefix}{i}" for i in range(N_GENES)]
+    adata.obs["labels"] = adata.obs["labels"].astype(str)
+    adata.obs["batch"] = adata.obs["batch"].astype(str)
+    return adata
+
+
+TABLE = pd.DataFrame(
+    {
+        "target_gene": [f"TGT_{i}" for i in range(N_SHARED)],
+        "context_gene": [f"ctx_{i}" for i in range(N_SHARED)],
+        "homology_type": "one2one",
+    }
+)
+
+
+def _neighbors(adata, context):
+    speciesvi.pp.homolog_neighbors(adata, context, labels_key="labels", n_neighbors=40, n_vote=10)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """A context model and a TargetVI trained on two of three target batches; the third batch is the query."""
+    context = _species("ctx_", 1, n_batches=2)
+    speciesvi.ContextVI.setup_anndata(context, batch_key="batch", labels_key="labels")
+    context_model = speciesvi.ContextVI(context, n_latent=5, n_hidden_outer=(64,), n_hidden_inner=(32,))
+    context_model.train(max_epochs=2, enable_progress_bar=False)
+    target = _species("TGT_", 2, n_batches=3)
+    speciesvi.pp.translate_genes(target, TABLE)
+    query = target[target.obs["batch"] == "batch_2"].copy()
+    ref = target[target.obs["batch"] != "batch_2"].copy()
+    _neighbors(ref, context)
+    speciesvi.TargetVI.setup_anndata(ref, batch_key="batch", labels_key="labels")
+    model = speciesvi.TargetVI(ref, context_model, n_candidates=10)
+    model.train(max_epochs=3, enable_progress_bar=False)
+    return context_model, model, query
+
+
+@torch.no_grad()
+def _nll(model) -> float:
+    """Mean negative log-likelihood of the model's cells at their posterior means (deterministic)."""
+    module = model.module.eval()
+    tensors = next(iter(model._make_data_loader(adata=model.adata, batch_size=10_000, shuffle=False)))
+    x, batch = tensors[scvi.REGISTRY_KEYS.X_KEY], tensors[scvi.REGISTRY_KEYS.BATCH_KEY]
+    z = module.z_posterior(module.outer(x, batch))[0]
+    px = module.generative(z, module.library_posterior(x, batch)[0], batch)["px"]
+    return float(-px.log_prob(x).sum(-1).mean())
+
+
+def _query(reference, query):
+    query = query.copy()
+    _neighbors(query, reference.context_model.adata)
+    return query
+
+
+def test_query_mapping_trains_only_the_new_batch_weights(reference):
+    context_model, model, raw_query = reference
+    query = _query(model, raw_query)
+    reference_state = {k: v.clone() for k, v in model.module.state_dict().items()}
+    context_print = module_fingerprint(context_model.module)
+
+    mapped = speciesvi.TargetVI.load_query_data(query, model)
+    assert not mapped.is_trained_ and mapped.context_model is context_model
+    assert mapped.summary_stats.n_batch == 3 and mapped.query_reference_batches_ == 2
+    trainable = {n for n, p in mapped.module.named_parameters() if p.requires_grad}
+    assert "outer_encoder.blocks.0.fc_layers.Layer 0.0.weight" in trainable
+    assert not any(n.startswith("inner_encoder") for n in trainable)
+    assert "decoder.logits.weight" not in trainable
+
+    before = {k: v.clone() for k, v in mapped.module.state_dict().items()}
+    nll_before = _nll(mapped)
+    mapped.train(max_epochs=10, enable_progress_bar=False)
+    after = mapped.module.state_dict()
+    assert _nll(mapped) < nll_before - 1.0  # the new donor's weights learned its counts
+
+    # the reference weights, and the reference batches' columns, are byte-identical; the query batch's columns moved
+    outer = "outer_encoder.blocks.0.fc_layers.Layer 0.0.weight"
+    assert torch.equal(after[outer][:, :-1], before[outer][:, :-1])
+    assert not torch.equal(after[outer][:, -1], before[outer][:, -1])
+    assert torch.equal(after["decoder.log_theta"][:, :2], before["decoder.log_theta"][:, :2])
+    assert not torch.equal(after["decoder.log_theta"][:, 2], before["decoder.log_theta"][:, 2])
+    for key in (
+        "decoder.logits.weight",
+        "inner_encoder.head.mean.weight",
+        "outer_encoder.blocks.0.fc_layers.Layer 0.0.bias",
+    ):
+        assert torch.equal(after[key], reference_state[key]), key
+    assert all(torch.equal(model.module.state_dict()[k], v) for k, v in reference_state.items())
+    assert module_fingerprint(context_model.module) == context_print
+
+    # label transfer on the new donor's cells without retraining the reference or the context
+    labels = mapped.transfer_labels(n_candidates=50, top_k=10)
+    assert labels.shape[0] == query.n_obs and labels["label"].notna().all()
+    latent = mapped.get_latent_representation()
+    assert latent.shape == (query.n_obs, 5) and np.isfinite(latent).all()
+
+
+def test_query_from_a_saved_reference_and_a_query_model_round_trip(reference, tmp_path):
+    context_model, model, raw_query = reference
+    model.save(tmp_path / "reference")
+    query = _query(model, raw_query)
+    mapped = speciesvi.TargetVI.load_query_data(query, tmp_path / "reference", context_adata=context_model.adata)
+    mapped.train(max_epochs=1, enable_progress_bar=False)
+    mapped.save(tmp_path / "query")
+    loaded = speciesvi.TargetVI.load(tmp_path / "query", adata=query, context_model=mapped.context_model)
+    np.testing.assert_allclose(loaded.get_latent_representation(), mapped.get_latent_representation(), atol=1e-6)
+
+
+def test_missing_query_genes_are_padded_with_a_warning(reference):
+    _, model, raw_query = reference
+    query = raw_query[:, raw_query.var_names[7:]].copy()
+    query = query[:, query.var_names[::-1]].copy()  # also reversed order
+    with pytest.warns(UserWarning, match="7 of the reference model's 100 genes"):
+        padded = speciesvi.TargetVI.prepare_query_anndata(query, model, inplace=False)
+    assert query.n_vars == 93  # the user's AnnData is left as it was
+    assert padded.var_names.equals(model.adata.var_names)
+    assert padded.X[:, :7].sum() == 0
+    np.testing.assert_array_equal(np.asarray(padded[:, "TGT_50"].X).ravel(), np.asarray(query[:, "TGT_50"].X).ravel())
+    # padded genes keep their homolog from the reference AnnData
+    assert padded.var.loc["TGT_3", "context_gene"] == "ctx_3"
+    with pytest.warns(UserWarning, match="padded"):
+        speciesvi.TargetVI.prepare_query_anndata(query, model)
+    assert query.var_names.equals(model.adata.var_names)
+    with pytest.raises(ValueError, match="prepare_query_anndata"):
+        speciesvi.TargetVI.load_query_data(_query(model, raw_query[:, 5:].copy()), model)
+
+
+def test_bad_queries_are_refused(reference, tmp_path):
+    context_model, model, raw_query = reference
+    known = raw_query.copy()
+    known.obs["batch"] = "batch_1"
+    with pytest.raises(ValueError, match=r"\['batch_1'\] already exist"):
+        speciesvi.TargetVI.load_query_data(_query(model, known), model)
+    with pytest.raises(ValueError, match="no data-level neighbours"):
+        speciesvi.TargetVI.load_query_data(raw_query, model)
+    unlabeled = _query(model, raw_query)
+    del unlabeled.obs["labels"]
+    with pytest.raises(ValueError, match="labels_key='labels'"):
+        speciesvi.TargetVI.load_query_data(unlabeled, model)
+    with pytest.raises(TypeError, match="TargetVI"):
+        speciesvi.TargetVI.load_query_data(raw_query, context_model)
+
+
+def test_reference_with_another_latent_size_is_refused(reference, tmp_path):
+    context_model, model, raw_query = reference
+    model.save(tmp_path / "reference")
+    other = speciesvi.ContextVI(context_model.adata, n_latent=7, n_hidden_outer=(64,), n_hidden_inner=(32,))
+    other.train(max_epochs=1, enable_progress_bar=False)
+    query = _query(model, raw_query)
+    with pytest.raises(ValueError, match="5-dimensional latent space, the context model 7"):
+        speciesvi.TargetVI.load_query_data(query, tmp_path / "reference", context_model=other)
+    with pytest.raises(ValueError, match="context_adata"):
+        speciesvi.TargetVI.load_query_data(query, tmp_path / "reference")
