@@ -4,7 +4,6 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
-import scanpy as sc
 import scvi
 import torch
 from anndata import AnnData
@@ -307,20 +306,11 @@ def test_lfc_probability_plot(table, tmp_path):
 
 # -- the real demo pair ------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_demo_pair_lfc_follows_the_data(trained_context, demo_pair):
+def test_demo_pair_lfc_follows_the_data(trained_context, trained_demo_target):
     """Real data, short training on a subsample: model fold changes track the pseudo-bulk ones."""
     mouse = trained_context.adata
-    _, human = demo_pair
-    rng = np.random.default_rng(0)
-    human = human[np.sort(rng.choice(human.n_obs, 700, replace=False))].copy()
-    hvg = sc.pp.highly_variable_genes(human, flavor="seurat_v3", n_top_genes=1500, inplace=False)
-    human = human[:, hvg["highly_variable"].to_numpy()].copy()
-    speciesvi.pp.translate_genes(human, speciesvi.pp.homology_table("human", "mouse"))
-    speciesvi.pp.homolog_neighbors(human, mouse, labels_key="cell_ontology_class")
-    speciesvi.TargetVI.setup_anndata(human, batch_key="donor")
-    scvi.settings.seed = 0
-    model = speciesvi.TargetVI(human, trained_context)
-    model.train(max_epochs=8, batch_size=64, train_size=1.0, enable_progress_bar=False)
+    model = trained_demo_target
+    human = model.adata
 
     types = ["pancreatic A cell", "type B pancreatic cell", "pancreatic ductal cell"]
     table = model.homolog_lfc(labels_key="cell_ontology_class", cell_types=types, n_samples=2000, progress_bar=False)

@@ -21,6 +21,25 @@ def _text_color(value: float, vmin: float, vmax: float) -> str:
     return "black" if fraction > 0.55 else "white"
 
 
+def _draw_heatmap(
+    table: pd.DataFrame, ax: Axes | None, cmap: str, xlabel: str, ylabel: str, colorbar_label: str, **imshow
+) -> tuple[Axes, np.ndarray]:
+    """An ``imshow`` of ``table`` with its labels as ticks and a labelled colour bar, on ``ax`` or a new figure."""
+    values = table.to_numpy(dtype=float)
+    if ax is None:
+        width = max(5.0, 0.55 * values.shape[1] + 3.5)
+        height = max(4.0, 0.45 * values.shape[0] + 2.5)
+        _, ax = plt.subplots(figsize=(width, height))
+    image = ax.imshow(values, cmap=cmap, aspect="auto", **imshow)
+    colorbar = ax.figure.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+    colorbar.set_label(colorbar_label)
+    ax.set_xticks(np.arange(values.shape[1]), [str(c) for c in table.columns], rotation=45, ha="right")
+    ax.set_yticks(np.arange(values.shape[0]), [str(i) for i in table.index])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return ax, values
+
+
 def confusion_heatmap(
     confusion: pd.DataFrame,
     *,
@@ -70,20 +89,7 @@ def confusion_heatmap(
         raise TypeError(f"confusion must be a pandas DataFrame (labels x labels), got {type(confusion).__name__}.")
     if confusion.empty:
         raise ValueError("confusion is empty: no cells had a true label the context also holds.")
-    values = confusion.to_numpy(dtype=float)
-    if ax is None:
-        width = max(5.0, 0.55 * values.shape[1] + 3.5)
-        height = max(4.0, 0.45 * values.shape[0] + 2.5)
-        fig, ax = plt.subplots(figsize=(width, height))
-    else:
-        fig = ax.figure
-    image = ax.imshow(values, cmap=cmap, vmin=0, vmax=100, aspect="auto")
-    colorbar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
-    colorbar.set_label("% of the true label's cells")
-    ax.set_xticks(np.arange(values.shape[1]), [str(c) for c in confusion.columns], rotation=45, ha="right")
-    ax.set_yticks(np.arange(values.shape[0]), [str(i) for i in confusion.index])
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax, values = _draw_heatmap(confusion, ax, cmap, xlabel, ylabel, "% of the true label's cells", vmin=0, vmax=100)
     if annotate:
         for row, column in zip(*np.nonzero(values >= 0.5), strict=True):
             value = values[row, column]
@@ -91,7 +97,7 @@ def confusion_heatmap(
     if balanced_accuracy is not None:
         title = f"{title}\nbalanced accuracy {balanced_accuracy:.3f}"
     ax.set_title(title)
-    _finish(fig, save, show)
+    _finish(ax.figure, save, show)
     return ax
 
 
@@ -146,22 +152,10 @@ def similarity_heatmap(
         raise ValueError("table is empty.")
     if mark_top < 0:
         raise ValueError(f"mark_top must be >= 0, got {mark_top}.")
-    values = table.to_numpy(dtype=float)
-    if ax is None:
-        width = max(5.0, 0.55 * values.shape[1] + 3.5)
-        height = max(4.0, 0.45 * values.shape[0] + 2.5)
-        fig, ax = plt.subplots(figsize=(width, height))
-    else:
-        fig = ax.figure
     if not lower_is_similar and cmap == "viridis_r":
         cmap = "viridis"
-    image = ax.imshow(values, cmap=cmap, aspect="auto")
-    colorbar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
-    colorbar.set_label("similarity (lower = more alike)" if lower_is_similar else "similarity (higher = more alike)")
-    ax.set_xticks(np.arange(values.shape[1]), [str(c) for c in table.columns], rotation=45, ha="right")
-    ax.set_yticks(np.arange(values.shape[0]), [str(i) for i in table.index])
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    label = "similarity (lower = more alike)" if lower_is_similar else "similarity (higher = more alike)"
+    ax, values = _draw_heatmap(table, ax, cmap, xlabel, ylabel, label)
     symbols = ["●", "○"]
     for row in range(values.shape[0]):
         finite = np.where(np.isfinite(values[row]))[0]
@@ -169,5 +163,5 @@ def similarity_heatmap(
         for rank, column in enumerate(order[:mark_top]):
             ax.text(column, row, symbols[min(rank, 1)], ha="center", va="center", fontsize=9, color="red")
     ax.set_title(f"{title}\n● best match, ○ second best" if mark_top >= 2 else title)
-    _finish(fig, save, show)
+    _finish(ax.figure, save, show)
     return ax
