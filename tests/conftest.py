@@ -15,6 +15,17 @@ def _seed():
     scvi.settings.seed = 0
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small tensors: on a busy machine, torch's thread pool costs more than it saves (``usefixtures`` per module)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def demo_pair():
     """Fresh copies of the embedded Baron mouse (context) and human (target) demo data."""

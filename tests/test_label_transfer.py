@@ -12,14 +12,7 @@ import speciesvi
 from speciesvi.module._similarity import candidate_log_likelihood
 from speciesvi.tl import evaluate_labels, histogram_mode, majority_voting, vote
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors: on a busy machine, torch's thread pool costs more than it saves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
