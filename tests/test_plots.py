@@ -63,3 +63,36 @@ def test_transfer_accuracy_draws_one_bar_per_method_and_k():
     assert sorted(round(p.get_height(), 2) for p in ax.patches) == [0.8, 0.82, 0.85, 0.9]
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         speciesvi.pl.transfer_accuracy({"m": {5: 1.5}})
+
+
+def test_lfc_vs_pseudobulk_correlates_the_expressed_pairs_per_type():
+    rng = np.random.default_rng(0)
+    n = 40
+    keys = pd.DataFrame(
+        {
+            "cell_type": ["A"] * n + ["B"] * n,
+            "gene_target": [f"G{i}" for i in range(n)] * 2,
+            "gene_context": [f"g{i}" for i in range(n)] * 2,
+        }
+    )
+    data_lfc = rng.normal(size=2 * n)
+    model = keys.assign(lfc=data_lfc + rng.normal(scale=0.1, size=2 * n))
+    expression = np.where(np.arange(2 * n) % n < 30, 1e-2, 1e-6)  # 10 pairs per type are not expressed
+    bulk = keys.assign(lfc=data_lfc, expression_target=expression, expression_context=expression)
+    fig = speciesvi.pl.lfc_vs_pseudobulk(model, bulk)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert len(titles) == 2 and all("(30 pairs)" in t for t in titles)
+    assert all(float(t.split("Spearman ")[1].split()[0]) > 0.9 for t in titles)
+    with pytest.raises(TypeError, match="columns"):
+        speciesvi.pl.lfc_vs_pseudobulk(model.drop(columns="lfc"), bulk)
+
+
+def test_training_history_draws_the_logged_curves(trained_context, tmp_path):
+    fig = speciesvi.pl.training_history(trained_context, save=tmp_path / "h.png")
+    assert (tmp_path / "h.png").is_file()
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    assert "negative ELBO" in labels and "alignment term" not in labels
+    elbo = fig.axes[labels.index("negative ELBO")].lines[0].get_ydata()
+    assert len(elbo) == 15 and elbo[-1] < elbo[0]
+    with pytest.raises(ValueError, match="train it first"):
+        speciesvi.pl.training_history(object())

@@ -15,6 +15,7 @@ from pathlib import Path
 import anndata as ad
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import scanpy as sc
 import scvi
@@ -41,10 +42,32 @@ def _joint_umap(context: ad.AnnData, target: ad.AnnData, key: str) -> ad.AnnData
     return joint
 
 
+def _transfer_accuracy(mouse: ad.AnnData, human: ad.AnnData, output: Path) -> None:
+    """Balanced accuracy of data-level against likelihood-ranked votes, for several top-k."""
+    truth = human.obs[LABELS_KEY].astype(str).to_numpy()
+    labels = mouse.obs[LABELS_KEY].astype(str).to_numpy()
+    ranked = {
+        "data-level neighbours": human.obsm["homolog_neighbors"],
+        "speciesvi likelihood": human.obsm["speciesvi_similarity_index"],
+    }
+    accuracy = {
+        method: {
+            k: speciesvi.tl.evaluate_labels(
+                truth, speciesvi.tl.vote(labels[index[:, :k]])[0], reference=labels, min_cells=20
+            ).balanced_accuracy
+            for k in (1, 5, 10, 25, 50)
+        }
+        for method, index in ranked.items()
+    }
+    speciesvi.pl.transfer_accuracy(accuracy, save=output / "transfer_accuracy.png")
+    plt.close("all")
+
+
 def _transfer_labels(target: speciesvi.TargetVI, mouse: ad.AnnData, human: ad.AnnData, output: Path) -> dict:
     """Label transfer with "Unassigned", its CSV, the confusion heatmap and the cell-type similarity heatmap."""
-    result = target.transfer_labels(labels_key=LABELS_KEY)
+    result = target.transfer_labels(labels_key=LABELS_KEY, store_similarities=True)
     result.to_csv(output / "labels_human.csv")
+    _transfer_accuracy(mouse, human, output)
     evaluation = speciesvi.tl.evaluate_labels(
         human.obs[LABELS_KEY], result["label"], reference=mouse.obs[LABELS_KEY], min_cells=20
     )
@@ -91,10 +114,14 @@ def _homolog_lfc(target: speciesvi.TargetVI, output: Path, n_samples: int = DEMO
             table, cell_type, target_name="human", context_name="mouse", save=folder / f"lfc_{name}.png"
         )
         plt.close("all")
+    context = target.context_model.adata
+    bulk = speciesvi.tl.pseudobulk_lfc(target.adata, context, LABELS_KEY, gene_pairs=table)
+    speciesvi.pl.lfc_vs_pseudobulk(table, bulk, save=output / "lfc_vs_pseudobulk.png")
+    plt.close("all")
     logger.info("Homolog LFC of %d cell types written to %s", table["cell_type"].nunique(), output / "homolog_lfc.csv")
     return (
         f"homolog_lfc.csv (log2 fold changes of {table['gene_target'].nunique()} homologous gene pairs, human over "
-        f"mouse, in {table['cell_type'].nunique()} cell types, {n_samples} draws each) and lfc/lfc_<cell type>.png."
+        f"mouse, in {table['cell_type'].nunique()} cell types, {n_samples} draws each) lfc/lfc_<cell type>.png and lfc_vs_pseudobulk.png."
     )
 
 
@@ -157,6 +184,22 @@ def run(output: Path, epochs: int = 40, seed: int = 0) -> dict:
         title="Mouse and human cells in the aligned latent space (UMAP)",
         save=output / "umap_joint.png",
     )
+    umap_mouse, umap_human = joint.obsm["X_umap"][: mouse.n_obs], joint.obsm["X_umap"][mouse.n_obs :]
+    truth = human.obs[LABELS_KEY].astype(str).to_numpy()
+    for cell_type in ("type B pancreatic cell", "pancreatic acinar cell"):
+        index = int(np.flatnonzero(truth == cell_type)[0])
+        ranking = target.transfer_labels_cell(index).sort_values("context_index")
+        name = "".join(c if c.isalnum() else "_" for c in cell_type).strip("_")
+        speciesvi.pl.cell_similarity(
+            umap_mouse,
+            ranking["similarity"].to_numpy(),
+            target_coordinates=umap_human[index],
+            title=f"Mouse cells by similarity to one human {cell_type}",
+            save=output / f"similarity_{name}.png",
+        )
+    speciesvi.pl.training_history(context, title="ContextVI (mouse) training", save=output / "history_context.png")
+    speciesvi.pl.training_history(target, title="TargetVI (human) training", save=output / "history_target.png")
+    plt.close("all")
     context.save(output / "models" / "context", overwrite=True)
     target.save(output / "models" / "target", overwrite=True)
     summary = {"epochs": epochs, "seed": seed, **figures, **{k: round(v, 2) for k, v in timings.items()}}
@@ -166,7 +209,9 @@ def run(output: Path, epochs: int = 40, seed: int = 0) -> dict:
     lines += [
         "",
         "Files: latent_mouse.csv, latent_human.csv, labels_human.csv (transferred labels and confidence),",
-        "confusion_labels.png, cell_type_similarity.csv/.png, umap_context.png, umap_joint.png, models/.",
+        "confusion_labels.png, transfer_accuracy.png (data-level vs likelihood votes by top-k),",
+        "cell_type_similarity.csv/.png, umap_context.png, umap_joint.png, similarity_<cell type>.png (mouse",
+        "cells by similarity to one human cell), history_context.png, history_target.png, models/.",
         "Balanced accuracy is over the human cell types with >= 20 cells that the mouse data also holds;",
         "unassigned_novel_types is the share of human cells of types absent from the mouse data (acinar cells)",
         'left "Unassigned".',

@@ -1,5 +1,6 @@
 """Plots of speciesvi results (drawn from AnnData and DataFrames, not from networks)."""
 
+from ._checks import lfc_vs_pseudobulk, training_history
 from ._confusion import confusion_heatmap, similarity_heatmap
 from ._embedding import joint_embedding, label_palette
 from ._lfc import lfc_probability
@@ -11,6 +12,8 @@ __all__ = [
     "joint_embedding",
     "label_palette",
     "lfc_probability",
+    "lfc_vs_pseudobulk",
     "similarity_heatmap",
+    "training_history",
     "transfer_accuracy",
 ]
