@@ -34,13 +34,14 @@ _TRANSLATION_COLUMNS = ("context_gene", "homology_type")
 def _select_columns(matrix, index: np.ndarray, n_out: int):
     """Columns ``index`` of ``matrix`` (``-1``: a zero column), sparse in, sparse (CSR) out; dense stays dense."""
     present = np.flatnonzero(index >= 0)
+    if not sparse.issparse(matrix):
+        out = np.zeros((matrix.shape[0], n_out), dtype=matrix.dtype)
+        out[:, present] = np.asarray(matrix)[:, index[present]]
+        return out
     selector = sparse.csr_matrix(
         (np.ones(present.size, dtype=np.float32), (index[present], present)), shape=(matrix.shape[1], n_out)
     )
-    if sparse.issparse(matrix):
-        out = sparse.csr_matrix(matrix) @ selector
-        return out.astype(matrix.dtype)
-    return (sparse.csr_matrix(matrix) @ selector).toarray().astype(matrix.dtype)
+    return (sparse.csr_matrix(matrix) @ selector).astype(matrix.dtype)
 
 
 def pad_query_genes(adata: AnnData, var_names: pd.Index, reference_var: pd.DataFrame | None = None) -> AnnData:

@@ -10,12 +10,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from ..tl._pseudobulk import merge_with_pseudobulk
 from ._embedding import _finish
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-_KEYS = ["cell_type", "gene_target", "gene_context"]
 
 
 def lfc_vs_pseudobulk(
@@ -58,18 +57,10 @@ def lfc_vs_pseudobulk(
     >>> bulk = speciesvi.tl.pseudobulk_lfc(human, mouse, labels_key="cell_type")
     >>> speciesvi.pl.lfc_vs_pseudobulk(target.homolog_lfc(), bulk)
     """
-    needed = {"lfc_table": (lfc, set(_KEYS) | {"lfc"}), "pseudobulk": (pseudobulk, set(_KEYS) | {"lfc"})}
-    for name, (frame, columns) in needed.items():
-        if not isinstance(frame, pd.DataFrame) or not columns <= set(frame.columns):
-            raise TypeError(f"{name} must be a DataFrame with the columns {sorted(columns)}.")
     if n_cols < 1:
         raise ValueError(f"n_cols must be >= 1, got {n_cols}.")
-    left = lfc[[*_KEYS, "lfc"]].astype({"cell_type": str})
-    right = pseudobulk.astype({"cell_type": str})
-    merged = left.merge(right, on=_KEYS, suffixes=("_model", "_data"))
-    if {"expression_target", "expression_context"} <= set(merged.columns):
-        expressed = merged[["expression_target", "expression_context"]].max(axis=1) > min_expression
-        merged = merged[expressed]
+    merged = merge_with_pseudobulk(lfc, pseudobulk, min_expression)
+    merged = merged[merged["expressed"].to_numpy()]
     types = sorted(merged["cell_type"].unique())
     if not types:
         raise ValueError("The two tables share no (cell type, gene pair) with expression above min_expression.")
@@ -78,7 +69,7 @@ def lfc_vs_pseudobulk(
     fig, axes = plt.subplots(n_rows, cols, figsize=(3.3 * cols, 3.2 * n_rows + 0.6), squeeze=False)
     for ax, cell_type in zip(axes.ravel(), types, strict=False):
         rows = merged[merged["cell_type"] == cell_type]
-        x, y = rows["lfc_data"].to_numpy(), rows["lfc_model"].to_numpy()
+        x, y = rows["lfc_pseudobulk"].to_numpy(), rows["lfc_model"].to_numpy()
         ax.scatter(x, y, s=3, alpha=0.4, lw=0, c="#1f77b4")
         low, high = np.nanmin([x.min(), y.min()]), np.nanmax([x.max(), y.max()])
         ax.plot([low, high], [low, high], c="grey", lw=0.8, ls="--")

@@ -175,6 +175,41 @@ def pseudobulk_lfc(
     return result
 
 
+def merge_with_pseudobulk(lfc: pd.DataFrame, pseudobulk: pd.DataFrame, min_expression: float = 1e-4) -> pd.DataFrame:
+    """Model and pseudo-bulk fold changes of the same (cell type, gene pair), side by side.
+
+    Parameters
+    ----------
+    lfc
+        Model fold changes: columns ``cell_type``, ``gene_target``, ``gene_context`` and ``lfc``.
+    pseudobulk
+        Result of :func:`pseudobulk_lfc` (the same keys and ``lfc``).
+    min_expression
+        A pair is ``expressed`` when its pseudo-bulk expression exceeds this in either species (all pairs are
+        when ``pseudobulk`` has no expression columns).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The inner join on the keys, with ``lfc_model``, ``lfc_pseudobulk`` and a boolean ``expressed``.
+    """
+    needed = {"cell_type", "gene_target", "gene_context", "lfc"}
+    for name, frame in (("lfc", lfc), ("pseudobulk", pseudobulk)):
+        if not isinstance(frame, pd.DataFrame) or not needed <= set(frame.columns):
+            raise TypeError(f"{name} must be a DataFrame with the columns {sorted(needed)}.")
+    keys = ["cell_type", "gene_target", "gene_context"]
+    left = lfc[keys + ["lfc"]].astype({"cell_type": str})
+    right = pseudobulk.astype({"cell_type": str})
+    merged = left.merge(right, on=keys, suffixes=("_model", "_pseudobulk"))
+    if {"expression_target", "expression_context"} <= set(merged.columns):
+        merged["expressed"] = (merged["expression_target"] > min_expression) | (
+            merged["expression_context"] > min_expression
+        )
+    else:
+        merged["expressed"] = True
+    return merged
+
+
 def lfc_agreement(
     lfc: pd.DataFrame,
     pseudobulk: pd.DataFrame,
@@ -209,21 +244,13 @@ def lfc_agreement(
     >>> bulk = speciesvi.tl.pseudobulk_lfc(human, mouse, "cell_ontology_class", gene_pairs=table)
     >>> speciesvi.tl.lfc_agreement(table, bulk)["spearman"].median()
     """
-    needed = {"cell_type", "gene_target", "gene_context", "lfc"}
-    for name, frame in (("lfc", lfc), ("pseudobulk", pseudobulk)):
-        if not isinstance(frame, pd.DataFrame) or not needed <= set(frame.columns):
-            raise TypeError(f"{name} must be a DataFrame with the columns {sorted(needed)}.")
-    keys = ["cell_type", "gene_target", "gene_context"]
-    left = lfc[keys + ["lfc"]].astype({"cell_type": str})
-    right = pseudobulk.astype({"cell_type": str})
-    merged = left.merge(right, on=keys, suffixes=("_model", "_pseudobulk"))
+    merged = merge_with_pseudobulk(lfc, pseudobulk, min_expression)
     rows = {}
     for cell_type, group in merged.groupby("cell_type", sort=True):
         n_t, n_c = int(group["n_cells_target"].iloc[0]), int(group["n_cells_context"].iloc[0])
         if n_t < min_cells or n_c < min_cells:
             continue
-        expressed = (group["expression_target"] > min_expression) | (group["expression_context"] > min_expression)
-        sub = group[expressed.to_numpy()]
+        sub = group[group["expressed"].to_numpy()]
         rho = spearmanr(sub["lfc_model"], sub["lfc_pseudobulk"])[0] if len(sub) > 2 else np.nan
         rows[cell_type] = {"spearman": float(rho), "n_genes": len(sub), "n_cells_target": n_t, "n_cells_context": n_c}
     return pd.DataFrame.from_dict(
