@@ -207,3 +207,25 @@ def test_demo_pair_transfer_flags_acinar_cells(trained_context, trained_demo_tar
     grid = candidate_log_likelihood(*args, dense="grid")
     spread = (exact.amax(1) - exact.amin(1)).median()
     assert (grid - exact).abs().max() < min(0.05, 1e-3 * float(spread))
+
+
+def test_novelty_calibration_from_other_cells_flags_outliers_of_a_small_set():
+    from scipy.stats import norm
+
+    from speciesvi.model._similarity import novelty_to_p_known
+
+    # reference: 400 typical cells of two labels (different divergence per label)
+    grid = norm.ppf(np.linspace(0.01, 0.99, 200))
+    reference = np.concatenate([1.0 + 0.1 * grid, 2.0 + 0.1 * grid])
+    groups = np.repeat(["a", "b"], 200)
+    _, calibration = novelty_to_p_known(reference, groups)
+    assert calibration["scale"] == pytest.approx(0.1, rel=0.1)
+    assert calibration["location"]["b"] - calibration["location"]["a"] == pytest.approx(1.0, abs=0.02)
+    # a small query (too few cells per label to estimate anything): typical cells stay, outliers go
+    query = np.array([1.05, 0.95, 1.8, 2.1, 1.6, 2.7])
+    p_known, stats = novelty_to_p_known(query, np.array(["a", "a", "a", "b", "b", "b"]), calibration=calibration)
+    assert (p_known < 0.5).tolist() == [False, False, True, False, False, True]
+    assert stats["scale"] == calibration["scale"]
+    # an unknown label uses the overall location of the reference
+    p_unknown, _ = novelty_to_p_known(np.array([calibration["overall"]]), np.array(["c"]), calibration=calibration)
+    assert p_unknown[0] > 0.99

@@ -104,18 +104,37 @@ def test_query_mapping_trains_only_the_new_batch_weights(reference):
     assert all(torch.equal(model.module.state_dict()[k], v) for k, v in reference_state.items())
     assert module_fingerprint(context_model.module) == context_print
 
-    # label transfer on the new donor's cells without retraining the reference or the context
+    # label transfer on the new donor's cells without retraining the reference or the context; the
+    # "Unassigned" rule uses the novelty location and scale estimated on the reference's cells
+    assert model.novelty_calibration_ is None  # the reference never ran transfer_labels: estimated, not stored
+    calibration = mapped.novelty_calibration_
+    assert calibration["source"] == "reference" and calibration["scale"] > 0
     labels = mapped.transfer_labels(n_candidates=50, top_k=10)
     assert labels.shape[0] == query.n_obs and labels["label"].notna().all()
+    params = query.uns["speciesvi_params"]
+    assert params["novelty_calibration"] == "reference" and params["novelty_scale"] == calibration["scale"]
+    own = mapped.transfer_labels(n_candidates=50, top_k=10, novelty_calibration="own", key_added="own")
+    assert query.uns["own_params"]["novelty_scale"] != calibration["scale"]
+    assert not np.allclose(own["p_known"], labels["p_known"])
+    assert mapped.novelty_calibration_["source"] == "own"
     latent = mapped.get_latent_representation()
     assert latent.shape == (query.n_obs, 5) and np.isfinite(latent).all()
 
 
-def test_query_from_a_saved_reference_and_a_query_model_round_trip(reference, tmp_path):
+def test_query_from_a_saved_reference_and_a_query_model_round_trip(reference, tmp_path, caplog):
     context_model, model, raw_query = reference
-    model.save(tmp_path / "reference")
+    model.save(tmp_path / "uncalibrated")
     query = _query(model, raw_query)
+    with caplog.at_level("WARNING", logger="speciesvi"):
+        mapped = speciesvi.TargetVI.load_query_data(
+            query.copy(), tmp_path / "uncalibrated", context_adata=context_model.adata
+        )
+    assert mapped.novelty_calibration_ is None and "no novelty calibration" in caplog.text
+
+    model.transfer_labels(n_candidates=50, top_k=10)
+    model.save(tmp_path / "reference")
     mapped = speciesvi.TargetVI.load_query_data(query, tmp_path / "reference", context_adata=context_model.adata)
+    assert mapped.novelty_calibration_ == dict(model.novelty_calibration_, source="reference")
     mapped.train(max_epochs=1, enable_progress_bar=False)
     mapped.save(tmp_path / "query")
     loaded = speciesvi.TargetVI.load(tmp_path / "query", adata=query, context_model=mapped.context_model)

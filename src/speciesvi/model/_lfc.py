@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from scvi.utils import track
 from ..module._lfc import (
     HomologousDecoder,
     LatentCells,
+    fast_matmul_dtype,
     homolog_lfc_statistics,
     mahalanobis_inliers,
     sample_homologous_expression,
@@ -208,14 +210,31 @@ class HomologLfcMixin:
         return types, per_type, target_idx, context_idx, labels_key, context_key
 
     def _homologous_decoders(
-        self, target_idx: np.ndarray, context_idx: np.ndarray, target: _TypeCells, context: _TypeCells
+        self,
+        target_idx: np.ndarray,
+        context_idx: np.ndarray,
+        target: _TypeCells,
+        context: _TypeCells,
+        dtype: torch.dtype = torch.float32,
     ) -> tuple[HomologousDecoder, HomologousDecoder]:
         return (
-            HomologousDecoder(self.module.decoder, torch.as_tensor(target_idx), torch.as_tensor(target.batches)),
             HomologousDecoder(
-                self.context_model.module.decoder, torch.as_tensor(context_idx), torch.as_tensor(context.batches)
+                self.module.decoder, torch.as_tensor(target_idx), torch.as_tensor(target.batches), dtype=dtype
+            ),
+            HomologousDecoder(
+                self.context_model.module.decoder,
+                torch.as_tensor(context_idx),
+                torch.as_tensor(context.batches),
+                dtype=dtype,
             ),
         )
+
+    def _matmul_dtype(self, precision: str) -> torch.dtype:
+        if precision not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', got {precision!r}.")
+        if precision == "auto":
+            return fast_matmul_dtype(self.device)
+        return torch.bfloat16 if precision == "bfloat16" else torch.float32
 
     def _generator(self, random_state: int | None) -> torch.Generator:
         seed = scvi.settings.seed if random_state is None else random_state
@@ -237,6 +256,7 @@ class HomologLfcMixin:
         batch_size: int | None = None,
         random_state: int | None = None,
         progress_bar: bool = True,
+        precision: Literal["auto", "float32", "bfloat16"] = "auto",
     ) -> pd.DataFrame:
         """Log2 fold changes of homologous genes, target over context, in every cell type both species hold.
 
@@ -256,10 +276,12 @@ class HomologLfcMixin:
            and ``p``, the share of draws with ``|lfc| > delta``. The draws vary both with the posterior
            uncertainty of each cell and across the cells of the type, so ``p`` is high only for a difference
            that holds for typical cells of the type in both species.
-        4. **Null.** The same on randomly re-paired genes: every 64 draws, a fresh random permutation
-           replaces the context gene of every pair (or, for every other group, the target gene), so each
-           pair is compared with many random partners from both species. ``lfc_null`` and ``p_null`` show
-           what a pair looks like when its pairing carries no information.
+        4. **Null.** The same on randomly re-paired genes: every 16 draws, a fresh random permutation
+           replaces the context gene of every pair (or, for every other group, the target gene) by a
+           random gene of the same abundance class in its own species (24 equal-frequency classes of mean
+           log expression, as Seurat's control genes), so each pair is compared with many random partners
+           of like abundance from both species. ``lfc_null`` and ``p_null`` show what a pair looks like when
+           its pairing carries no information beyond abundance.
 
         ``p`` uses all draws; the medians and the null use a random subset of them (at least 512 draws,
         as many as fit 8M values: about 1,850 for 4,500 gene pairs).
@@ -290,6 +312,11 @@ class HomologLfcMixin:
             Seed of the draws; defaults to ``scvi.settings.seed``.
         progress_bar
             Show a progress bar over the cell types.
+        precision
+            Precision of the decoders' output-layer matrix product, the bulk of the work: ``"bfloat16"``
+            (about 4x faster on GPUs and on CPUs with AMX or AVX512-BF16; logits keep about 3 significant
+            digits, which moves medians by about 0.01 log2 units), ``"float32"``, or ``"auto"``: bfloat16
+            where it is fast, else float32.
 
         Returns
         -------
@@ -319,6 +346,7 @@ class HomologLfcMixin:
             labels_key, context_labels_key, cell_types, confidence_level, batch_size
         )
         generator = self._generator(random_state)
+        dtype = self._matmul_dtype(precision)
         target_genes = np.asarray(self.adata.var_names[target_idx], dtype=object)
         context_genes = np.asarray(self.context_model.adata.var_names[context_idx], dtype=object)
         decoders = (self.module.decoder, self.context_model.module.decoder)
@@ -330,7 +358,7 @@ class HomologLfcMixin:
             for cell_type in track(types, description="Homolog LFC", disable=not progress_bar):
                 target, context = per_type[cell_type]
                 stats = homolog_lfc_statistics(
-                    *self._homologous_decoders(target_idx, context_idx, target, context),
+                    *self._homologous_decoders(target_idx, context_idx, target, context, dtype),
                     target.cells,
                     context.cells,
                     n_samples=int(n_samples),
@@ -371,6 +399,7 @@ class HomologLfcMixin:
             "n_samples": int(n_samples),
             "eps": float(eps),
             "confidence_level": float(confidence_level),
+            "precision": str(dtype).removeprefix("torch."),
             "cells": counts,
         }
         return result

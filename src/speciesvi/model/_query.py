@@ -360,8 +360,10 @@ class QueryMixin(ArchesMixin):
             ``datamodule``).
 
         The freezing holds for the model returned here; a query model saved and loaded again trains as an
-        ordinary TargetVI. Label transfer on it calibrates the "Unassigned" rule on the query's cells alone,
-        which for a small query leaves more cells Unassigned than a model of all batches would.
+        ordinary TargetVI. Label transfer on it calibrates the "Unassigned" rule with the novelty location
+        and scale of the reference's cells (``novelty_calibration_``: from the reference's last
+        :meth:`transfer_labels`, else estimated on its cells here when the reference is a model object; a
+        saved reference carries it if it ran :meth:`transfer_labels` before saving).
 
         Returns
         -------
@@ -428,6 +430,7 @@ class QueryMixin(ArchesMixin):
         model.module.train()  # scvi-tools leaves the module in eval mode; dropout follows freeze_dropout instead
         model.query_reference_batches_ = n_reference_batches
         model._query_frozen = not unfrozen
+        model.novelty_calibration_ = _reference_novelty_calibration(reference_model, model.novelty_calibration_)
         return model
 
     def train(self, *args, plan_kwargs: dict | None = None, **kwargs):
@@ -442,6 +445,30 @@ class QueryMixin(ArchesMixin):
                 )
             plan_kwargs.setdefault("weight_decay", 0.0)
         return super().train(*args, plan_kwargs=plan_kwargs, **kwargs)
+
+
+def _reference_novelty_calibration(
+    reference_model: TargetVI | str | os.PathLike, inherited: dict | None
+) -> dict | None:
+    """The reference's novelty location and scale, for the query's "Unassigned" rule (``None``: not available).
+
+    ``inherited`` is what the query model copied from the reference (its last
+    :meth:`~speciesvi.TargetVI.transfer_labels` on its own cells); without it, a reference model object with
+    a labelled context is calibrated on its own cells here.
+    """
+    from ._target import TargetVI
+
+    calibration = inherited if inherited and inherited.get("source") == "own" else None
+    if calibration is None and isinstance(reference_model, TargetVI) and reference_model.adata is not None:
+        if reference_model.context_model.labels_key is not None:
+            calibration = reference_model._estimate_novelty_calibration()
+    if calibration is None:
+        logger.warning(
+            "The reference model carries no novelty calibration (run reference.transfer_labels() before saving it); "
+            "the query's 'Unassigned' rule will be calibrated on the query cells alone."
+        )
+        return None
+    return dict(calibration, source="reference")
 
 
 def _check_query_obs(adata: AnnData, registry: dict, setup: dict) -> None:

@@ -79,7 +79,10 @@ def latent_neighbors(query: np.ndarray, index: np.ndarray, k: int, random_state:
 
 
 def novelty_to_p_known(
-    novelty: np.ndarray, groups: np.ndarray | None = None, min_group_size: int = MIN_GROUP_SIZE
+    novelty: np.ndarray,
+    groups: np.ndarray | None = None,
+    min_group_size: int = MIN_GROUP_SIZE,
+    calibration: dict | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Probability that a cell belongs to a context type, from its novelty score (no labels needed).
 
@@ -99,7 +102,9 @@ def novelty_to_p_known(
     * ``scale``: ``(25th - 5th percentile) / 0.970``, averaged over the groups with at least
       ``min_group_size`` cells, weighted by their size (all cells as one group if there is none).
 
-    Cells without a score (NaN) get ``u = 0``.
+    Cells without a score (NaN) get ``u = 0``. With ``calibration`` (the ``stats`` of an earlier call, for
+    instance on the reference cells of a query model), its location and scale are used instead of
+    estimates from ``novelty``; groups it does not know use its overall location.
 
     Parameters
     ----------
@@ -109,13 +114,17 @@ def novelty_to_p_known(
         Per-cell labels (the transferred ones); ``None`` treats all cells as one group.
     min_group_size
         Smallest group with its own location and a say in the scale.
+    calibration
+        ``stats`` returned by an earlier call: the ``scale``, the ``location`` of every group and the
+        ``overall`` location.
 
     Returns
     -------
     p_known
         ``(n_cells,)`` in ``[0, 1]``.
     stats
-        ``scale``, ``sds`` (3) and the ``location`` of every group, to store with the results.
+        ``scale``, ``sds`` (3), the ``location`` of every group and the ``overall`` location (of groups with
+        fewer than ``min_group_size`` cells), to store with the results.
 
     Examples
     --------
@@ -128,8 +137,13 @@ def novelty_to_p_known(
     novelty = np.asarray(novelty, dtype=np.float64)
     groups = np.zeros(novelty.shape[0], dtype=np.int64) if groups is None else np.asarray(groups)
     finite = np.isfinite(novelty)
+    if calibration is not None:
+        scale, overall, location = calibration["scale"], calibration["overall"], calibration["location"]
+        cell_location = np.array([location.get(str(group), overall) for group in groups], dtype=np.float64)
+        u = np.where(finite, (novelty - cell_location) / scale, 0.0)
+        return ndtr(NOVELTY_SDS - u), dict(calibration, sds=NOVELTY_SDS)
     if not finite.any():
-        return np.ones_like(novelty), {"scale": float("nan"), "sds": NOVELTY_SDS, "location": {}}
+        return np.ones_like(novelty), {"scale": float("nan"), "sds": NOVELTY_SDS, "location": {}, "overall": 0.0}
     frame = pd.DataFrame({"novelty": novelty[finite], "group": groups[finite]})
     by_group = frame.groupby("group", sort=True, observed=True)["novelty"]
     sizes, lower, lowest = by_group.size(), by_group.quantile(0.25), by_group.quantile(0.05)
@@ -145,7 +159,7 @@ def novelty_to_p_known(
     location = {group: float(lower[group] + shift) if group in big else overall for group in sizes.index}
     cell_location = np.array([location.get(group, overall) for group in groups])
     u = np.where(finite, (novelty - cell_location) / scale, 0.0)
-    return ndtr(NOVELTY_SDS - u), {"scale": scale, "sds": NOVELTY_SDS, "location": location}
+    return ndtr(NOVELTY_SDS - u), {"scale": scale, "sds": NOVELTY_SDS, "location": location, "overall": overall}
 
 
 @dataclass
@@ -438,6 +452,66 @@ class SimilarityMixin:
             raise ValueError(f"over_clustering must have one entry per target cell ({self.adata.n_obs}).")
         return clusters.astype(str), "array"
 
+    def _votes_and_novelty(
+        self,
+        cells: _TargetCells,
+        keys: list[str],
+        n_candidates: int,
+        top_k: int,
+        n_grid: int,
+        batch_size: int | None,
+        progress_bar: bool,
+    ) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray]:
+        """Sorted similarities and candidates, the votes of the ``top_k`` most similar and the novelty."""
+        sims, candidates = self._similarities(cells, None, n_candidates, n_grid, batch_size, progress_bar)
+        order = np.argsort(sims, axis=1, kind="stable")
+        sims = np.take_along_axis(sims, order, 1)
+        candidates = np.take_along_axis(candidates, order, 1)
+        voters = candidates[:, :top_k]
+        votes = {key: vote(self._context_labels(key)[voters]) for key in keys}
+        return sims, candidates, votes, self._novelty(cells, voters)
+
+    def _estimate_novelty_calibration(self, labels_key: str | None = None) -> dict:
+        """Novelty location and scale on this model's own cells (transfer_labels defaults); writes nothing."""
+        keys = self._context_label_keys(labels_key)
+        cells = self._target_cells(np.arange(self.adata.n_obs), None)
+        n_candidates = min(250, self.context_model.adata.n_obs)
+        top_k = min(25, n_candidates)
+        _, _, votes, novelty = self._votes_and_novelty(
+            cells, keys[:1], n_candidates, top_k, DEFAULT_N_GRID, None, False
+        )
+        _, stats = novelty_to_p_known(novelty, groups=votes[keys[0]][0])
+        return {
+            "labels_key": keys[0],
+            "source": "own",
+            "scale": stats["scale"],
+            "overall": stats["overall"],
+            "location": {str(k): v for k, v in stats["location"].items()},
+        }
+
+    def _novelty_calibration(self, novelty_calibration: str | dict, labels_key: str) -> dict | None:
+        """The novelty location and scale to use, or ``None`` to estimate them from the cells at hand."""
+        if isinstance(novelty_calibration, dict):
+            missing = {"scale", "overall", "location"} - set(novelty_calibration)
+            if missing:
+                raise ValueError(
+                    f"novelty_calibration lacks {sorted(missing)}; pass another model's novelty_calibration_ dict."
+                )
+            return novelty_calibration
+        if novelty_calibration not in ("auto", "own"):
+            raise ValueError(f"novelty_calibration must be 'auto', 'own' or a dict, got {novelty_calibration!r}.")
+        inherited = getattr(self, "novelty_calibration_", None)
+        if novelty_calibration == "own" or not inherited or inherited.get("source") != "reference":
+            return None
+        if inherited.get("labels_key") != labels_key:
+            logger.info(
+                "The reference's novelty calibration is for %r, not %r; estimating it from the query cells.",
+                inherited.get("labels_key"),
+                labels_key,
+            )
+            return None
+        return inherited
+
     def transfer_labels(
         self,
         labels_key: str | Sequence[str] | None = None,
@@ -451,6 +525,7 @@ class SimilarityMixin:
         batch_size: int | None = None,
         n_grid: int = DEFAULT_N_GRID,
         progress_bar: bool = False,
+        novelty_calibration: Literal["auto", "own"] | dict = "auto",
     ) -> pd.DataFrame:
         """Transfer context labels to the target cells by a vote of their most similar context cells.
 
@@ -468,6 +543,9 @@ class SimilarityMixin:
            novel type do not reach): a smoothed Hampel outlier rule that needs no target labels. It is 1/2
            three robust standard deviations above the typical cell of the label (see
            :func:`novelty_to_p_known`).
+           A query model (:meth:`load_query_data`) uses the location and scale estimated on its reference
+           model's cells instead (``novelty_calibration="auto"``): a new donor of a few hundred cells holds
+           too few cells per label to estimate them well.
         4. ``confidence = vote share x p_known``; cells with ``p_known < unassigned_threshold`` are
            "Unassigned".
         5. With ``over_clustering``, CellTypist-style majority voting: every cell gets the most frequent
@@ -502,6 +580,12 @@ class SimilarityMixin:
             Also store the similarities and candidate indices in ``target.obsm``.
         batch_size, n_grid, progress_bar
             As in :meth:`similarity`.
+        novelty_calibration
+            Where the location and scale of the novelty come from: ``"auto"`` (the reference's for a query
+            model built by :meth:`load_query_data`, else these cells), ``"own"`` (these cells) or the
+            ``novelty_calibration_`` dict of another model with the same context labels. Estimates from
+            these cells are kept in ``novelty_calibration_`` (saved with the model; a query model inherits
+            them).
 
         Returns
         -------
@@ -533,14 +617,19 @@ class SimilarityMixin:
         clusters, clustering_name = (None, None)
         if over_clustering is not None:
             clusters, clustering_name = self._clusters(over_clustering, cells.z)
-        sims, candidates = self._similarities(cells, None, n_candidates, n_grid, batch_size, progress_bar)
-        order = np.argsort(sims, axis=1, kind="stable")
-        sims = np.take_along_axis(sims, order, 1)
-        candidates = np.take_along_axis(candidates, order, 1)
-        voters = candidates[:, :top_k]
-        votes = {key: vote(self._context_labels(key)[voters]) for key in keys}
-        novelty = self._novelty(cells, voters)
-        p_known, novelty_stats = novelty_to_p_known(novelty, groups=votes[keys[0]][0])
+        sims, candidates, votes, novelty = self._votes_and_novelty(
+            cells, keys, n_candidates, top_k, n_grid, batch_size, progress_bar
+        )
+        calibration = self._novelty_calibration(novelty_calibration, keys[0])
+        p_known, novelty_stats = novelty_to_p_known(novelty, groups=votes[keys[0]][0], calibration=calibration)
+        if calibration is None:
+            self.novelty_calibration_ = {
+                "labels_key": keys[0],
+                "source": "own",
+                "scale": novelty_stats["scale"],
+                "overall": novelty_stats["overall"],
+                "location": {str(k): v for k, v in novelty_stats["location"].items()},
+            }
         unassigned = (
             np.zeros(cells.indices.shape[0], dtype=bool)
             if unassigned_threshold is None
@@ -586,6 +675,7 @@ class SimilarityMixin:
             "novelty_scale": novelty_stats["scale"],
             "novelty_sds": novelty_stats["sds"],
             "novelty_location": {str(k): v for k, v in novelty_stats["location"].items()},
+            "novelty_calibration": "own" if calibration is None else str(calibration.get("source", "given")),
             "n_unassigned": int(unassigned.sum()),
             "store_similarities": bool(store_similarities),
             "obs_keys": written,

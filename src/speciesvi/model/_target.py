@@ -145,6 +145,8 @@ class TargetVI(
         self._check_neighbors_match(context_model)
         self.context_model = context_model
         self.context_fingerprint_ = module_fingerprint(context_model.module)
+        #: Novelty location and scale of the "Unassigned" rule (set by transfer_labels / load_query_data).
+        self.novelty_calibration_: dict | None = None
 
         n_hidden_outer = tuple(n_hidden_outer or context_model.init_params_["non_kwargs"]["n_hidden_outer"])
         n_batch = self.summary_stats.n_batch
