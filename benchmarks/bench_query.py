@@ -225,8 +225,8 @@ def markdown(results: dict) -> str:
         "",
         f"`{results['command']}` on a shared {os.cpu_count()}-core CPU ({results['platform']}), torch on 1 thread, "
         f"seed {results['seed']}; speciesvi {results['versions']['speciesvi']}, scvi-tools "
-        f"{results['versions']['scvi-tools']}, torch {results['versions']['torch']}. Timings are noisy: other jobs "
-        "shared the machine (load averages of 9 to 16 on 2 cores); the 1-minute load average is given with each.",
+        f"{results['versions']['scvi-tools']}, torch {results['versions']['torch']}. The machine may run other jobs: "
+        "the 1-minute load average is given with each timing.",
         "",
         "## New donor mapped with `load_query_data`",
         "",
@@ -290,6 +290,7 @@ def markdown(results: dict) -> str:
         f"{all(r['reference_model_untouched'] for r in runs)}; context model untouched: {q['context_untouched']}. "
         f"Trainable tensors: {', '.join(f'`{n}`' for n in runs[0]['trainable_tensors'])}.",
     ]
+    lines += _seed_table(results)
     if results.get("notes"):
         lines += ["", results["notes"]]
     if s:
@@ -318,6 +319,40 @@ def markdown(results: dict) -> str:
             f"| **{s['scvi_context']['balanced_accuracy']:.3f}** |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _seed_table(results: dict) -> list[str]:
+    """Query against full model over this run's seed and the runs of ``--out query_seed<N>`` (first query run each)."""
+    runs = [results] + [json.loads(f.read_text()) for f in sorted((BENCH / "results").glob("query_seed*.json"))]
+    runs = [r for r in runs if r["query"].get("query_runs") and "full_on_holdout" in r["query"]]
+    if len(runs) < 2:
+        return []
+    lines = [
+        "",
+        "### Over seeds",
+        "",
+        "The same comparison per seed (`python benchmarks/bench_query.py --seed N --skip-scvi --out query_seedN` for "
+        "the other seeds; context, reference, full and query models all retrained with that seed):",
+        "",
+        "| seed | full model | query | query - full | query Unassigned | time full (s) | time query (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    diffs = []
+    for r in runs:
+        q = r["query"]
+        full, query = q["full_on_holdout"]["balanced_accuracy"], q["query_runs"][0]["accuracy"]["balanced_accuracy"]
+        diffs.append(query - full)
+        lines.append(
+            f"| {r['seed']} | {full:.3f} | {query:.3f} | {query - full:+.3f} | "
+            f"{q['query_runs'][0]['unassigned_share']:.3f} | {q['time']['full']['s']} | {q['query_runs'][0]['time']['s']} |"
+        )
+    fulls = [r["query"]["full_on_holdout"]["balanced_accuracy"] for r in runs]
+    queries = [r["query"]["query_runs"][0]["accuracy"]["balanced_accuracy"] for r in runs]
+    lines.append(
+        f"| **mean ± sd** | **{np.mean(fulls):.3f} ± {np.std(fulls, ddof=1):.3f}** | "
+        f"**{np.mean(queries):.3f} ± {np.std(queries, ddof=1):.3f}** | **{np.mean(diffs):+.3f}** | | | |"
+    )
+    return lines
 
 
 def write_markdown() -> str:

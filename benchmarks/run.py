@@ -266,9 +266,10 @@ def run_original_seed(seed: int, epochs: int) -> None:
 
 
 def original_runs(seeds: list[int]) -> list[dict]:
-    """Results of every finished run of the original: the suite's seeds and the extra earlier run."""
+    """Results of every finished run of the original: the suite's seeds (and the earlier extra run, only while
+    some of them are missing: it was timed under a heavy load)."""
     folders = [original_folder(s) for s in seeds]
-    if original_done(ORIGINAL_EXTRA):
+    if not all(original_done(folder) for folder in folders) and original_done(ORIGINAL_EXTRA):
         folders.append(ORIGINAL_EXTRA)
     runs = []
     for folder in folders:
@@ -506,7 +507,7 @@ def baron_markdown(payload: dict) -> tuple[str, str]:
     lines = [
         "# Suite: Baron mouse -> human against the original and the usual alternatives",
         "",
-        f"`{command}` on {m['cpu']} ({m['cpu_count']} cores shared with other jobs, torch {m['torch']} with "
+        f"`{command}` on {m['cpu']} ({m['cpu_count']} cores, possibly shared with other jobs: see the load averages, torch {m['torch']} with "
         f"{m['torch_threads']} threads, speciesvi {m['speciesvi']}, scvi-tools {m['scvi-tools']}; accelerator: "
         f"{payload['accelerator']}). Written {payload['written']}. Rerunning the command recomputes only what is "
         "missing from `benchmarks/.work/suite/`; on a GPU machine add `--accelerator gpu`.",
@@ -798,7 +799,7 @@ def scaling_markdown(payload: dict, steps: list[str]) -> tuple[str, str]:
     lines = [
         "# Suite: scaling with the number of cells",
         "",
-        f"`{command}` on {m['cpu']} ({m['cpu_count']} cores shared with other jobs; torch {m['torch']}, "
+        f"`{command}` on {m['cpu']} ({m['cpu_count']} cores, possibly shared with other jobs: see the load averages; torch {m['torch']}, "
         f"{m['torch_threads']} threads; speciesvi {m['speciesvi']}; accelerator: {payload['accelerator']}). Written "
         f"{payload['written']}. On a GPU machine add `--accelerator gpu` (CUDA available for this page: {m['cuda']}).",
         "",
@@ -806,8 +807,8 @@ def scaling_markdown(payload: dict, steps: list[str]) -> tuple[str, str]:
         "thinning of its counts (p = 0.9), as in `benchmarks/bench_label_transfer_scale.py`. Every step runs in a "
         "fresh process that loads the tiled data (and, for the epochs and the transfer, the seed-0 models of "
         "`benchmarks/bench_label_transfer.py`); wall time of the step itself, peak RSS (`VmHWM`) of the whole "
-        "process including the data; CPU time of the step (all threads) in parentheses where recorded, which on this "
-        "shared, oversubscribed machine is the less noisy figure. Growth exponent: least-squares slope of "
+        "process including the data; CPU time of the step (all threads) in parentheses where recorded, which on a "
+        "shared machine is the less noisy figure. Growth exponent: least-squares slope of "
         "log(value) against log(cells).",
         "",
         "![Wall time and peak memory against cells (log-log)](suite_scaling.png)",
@@ -907,7 +908,7 @@ def flops_markdown(payload: dict) -> tuple[str, str]:
     lines = [
         "# Suite: physical limit of the similarity kernel",
         "",
-        f"`python benchmarks/run.py --suite flops` on {m['cpu']} ({m['cpu_count']} cores shared with other jobs; "
+        f"`python benchmarks/run.py --suite flops` on {m['cpu']} ({m['cpu_count']} cores, possibly shared with other jobs: see the load averages; "
         f"torch {m['torch']}, {payload['threads']} threads; load average {payload['loadavg']}).",
         "",
         f"Dense float32 matmul ({mm['n']} x {mm['n']}, best of {mm['repeats']}): **{mm['gflops']:.1f} GFLOP/s** on "
