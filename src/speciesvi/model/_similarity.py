@@ -139,12 +139,21 @@ def novelty_to_p_known(
     finite = np.isfinite(novelty)
     if calibration is not None:
         scale, overall, location = calibration["scale"], calibration["overall"], calibration["location"]
-        cell_location = np.array([location.get(str(group), overall) for group in groups], dtype=np.float64)
-        u = np.where(finite, (novelty - cell_location) / scale, 0.0)
-        return ndtr(NOVELTY_SDS - u), dict(calibration, sds=NOVELTY_SDS)
-    if not finite.any():
+        lookup = groups.astype(str)  # a stored calibration keys its groups by name
+    elif not finite.any():
         return np.ones_like(novelty), {"scale": float("nan"), "sds": NOVELTY_SDS, "location": {}, "overall": 0.0}
-    frame = pd.DataFrame({"novelty": novelty[finite], "group": groups[finite]})
+    else:
+        scale, overall, location = _novelty_location_scale(novelty[finite], groups[finite], min_group_size)
+        lookup = groups
+    cell_location = np.array([location.get(group, overall) for group in lookup], dtype=np.float64)
+    u = np.where(finite, (novelty - cell_location) / scale, 0.0)
+    stats = {"scale": scale, "sds": NOVELTY_SDS, "location": location, "overall": overall}
+    return ndtr(NOVELTY_SDS - u), {**(calibration or {}), **stats}
+
+
+def _novelty_location_scale(novelty: np.ndarray, groups: np.ndarray, min_group_size: int) -> tuple[float, float, dict]:
+    """Robust scale, overall location and per-group location of finite novelty scores (see novelty_to_p_known)."""
+    frame = pd.DataFrame({"novelty": novelty, "group": groups})
     by_group = frame.groupby("group", sort=True, observed=True)["novelty"]
     sizes, lower, lowest = by_group.size(), by_group.quantile(0.25), by_group.quantile(0.05)
     big = sizes.index[sizes >= min_group_size]
@@ -157,9 +166,18 @@ def novelty_to_p_known(
     shift = LOWER_QUARTILE_Z * scale
     overall = float(frame["novelty"].quantile(0.25)) + shift
     location = {group: float(lower[group] + shift) if group in big else overall for group in sizes.index}
-    cell_location = np.array([location.get(group, overall) for group in groups])
-    u = np.where(finite, (novelty - cell_location) / scale, 0.0)
-    return ndtr(NOVELTY_SDS - u), {"scale": scale, "sds": NOVELTY_SDS, "location": location, "overall": overall}
+    return scale, overall, location
+
+
+def _own_calibration(labels_key: str, stats: dict) -> dict:
+    """The ``novelty_calibration_`` record of location and scale estimated on a model's own cells."""
+    return {
+        "labels_key": labels_key,
+        "source": "own",
+        "scale": stats["scale"],
+        "overall": stats["overall"],
+        "location": {str(k): v for k, v in stats["location"].items()},
+    }
 
 
 @dataclass
@@ -481,13 +499,7 @@ class SimilarityMixin:
             cells, keys[:1], n_candidates, top_k, DEFAULT_N_GRID, None, False
         )
         _, stats = novelty_to_p_known(novelty, groups=votes[keys[0]][0])
-        return {
-            "labels_key": keys[0],
-            "source": "own",
-            "scale": stats["scale"],
-            "overall": stats["overall"],
-            "location": {str(k): v for k, v in stats["location"].items()},
-        }
+        return _own_calibration(keys[0], stats)
 
     def _novelty_calibration(self, novelty_calibration: str | dict, labels_key: str) -> dict | None:
         """The novelty location and scale to use, or ``None`` to estimate them from the cells at hand."""
@@ -623,13 +635,7 @@ class SimilarityMixin:
         calibration = self._novelty_calibration(novelty_calibration, keys[0])
         p_known, novelty_stats = novelty_to_p_known(novelty, groups=votes[keys[0]][0], calibration=calibration)
         if calibration is None:
-            self.novelty_calibration_ = {
-                "labels_key": keys[0],
-                "source": "own",
-                "scale": novelty_stats["scale"],
-                "overall": novelty_stats["overall"],
-                "location": {str(k): v for k, v in novelty_stats["location"].items()},
-            }
+            self.novelty_calibration_ = _own_calibration(keys[0], novelty_stats)
         unassigned = (
             np.zeros(cells.indices.shape[0], dtype=bool)
             if unassigned_threshold is None
