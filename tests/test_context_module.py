@@ -3,7 +3,7 @@ import torch
 from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
 
 from speciesvi.module import ContextVAE
-from speciesvi.module._likelihood import nb_log_prob_sum, zinb_log_prob_sum
+from speciesvi.module._likelihood import logits_log_prob_sum, nb_log_prob_sum, zinb_log_prob_sum
 
 
 def _batch(n_cells=16, n_genes=40, n_batch=2, seed=0):
@@ -57,6 +57,29 @@ def test_sparse_aware_likelihoods_match_scvi_distributions():
     expected_zinb = ZeroInflatedNegativeBinomial(mu=mu, theta=theta.expand_as(mu), zi_logits=zi_logits).log_prob(x)
     torch.testing.assert_close(nb_log_prob_sum(x, mu, theta), expected_nb, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(zinb_log_prob_sum(x, mu, theta, zi_logits), expected_zinb.sum(-1), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("zero_inflated", [False, True])
+def test_likelihood_from_logits_matches_scvi_distributions_without_count_terms(zero_inflated):
+    """The candidate-selection likelihood (decoder logits in, lgamma terms out) against scvi-tools' distributions."""
+    x, _ = _batch(n_cells=6, n_genes=50, seed=4)
+    generator = torch.Generator().manual_seed(2)
+    logits = torch.randn(3, 6, 50, generator=generator) * 2  # 3 candidate means per cell
+    log_library = torch.randn(6, 1, generator=generator) + 5
+    log_theta = torch.randn(6, 50, generator=generator)
+    zi_logits = torch.randn(3, 6, 50, generator=generator) if zero_inflated else None
+    mu = torch.softmax(logits, -1) * log_library.exp()
+    theta = log_theta.exp().expand_as(mu)
+    px = (
+        ZeroInflatedNegativeBinomial(mu=mu, theta=theta, zi_logits=zi_logits)
+        if zero_inflated
+        else NegativeBinomial(mu=mu, theta=theta)
+    )
+    count_terms = (torch.lgamma(x + theta) - torch.lgamma(theta) - torch.lgamma(x + 1)).sum(-1)
+    expected = px.log_prob(x.expand_as(mu)).sum(-1) - count_terms
+    result = logits_log_prob_sum(logits, log_library, log_theta, x, zi_logits)
+    assert result.shape == (3, 6)
+    torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-3)
 
 
 def test_invalid_architecture_options_are_refused():

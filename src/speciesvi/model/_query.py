@@ -168,6 +168,32 @@ def freeze_for_query(
     return [name for name, p in module.named_parameters() if p.requires_grad]
 
 
+def start_new_batches_at_reference_mean(module: torch.nn.Module, n_reference_batches: int) -> None:
+    """Initialise every new batch's weights at the mean of the reference batches' weights.
+
+    The batch one-hot columns of the first layers of the outer encoder, the library encoder and the
+    decoder, and (``dispersion="gene-batch"``) the log dispersions: a query batch then starts as the
+    average reference batch instead of at random weights, which few query epochs cannot undo. Reference
+    columns are left as they are.
+    """
+    with torch.no_grad():
+        for block in (
+            module.outer_encoder.blocks[0],
+            module.library_encoder.mlp.blocks[0],
+            module.decoder.mlp.blocks[0],
+        ):
+            n_cov = sum(block.n_cat_list)
+            if n_cov <= n_reference_batches:
+                continue
+            weight = block.fc_layers[0][0].weight
+            columns = weight[:, weight.shape[1] - n_cov :]
+            columns[:, n_reference_batches:] = columns[:, :n_reference_batches].mean(1, keepdim=True)
+        decoder = module.decoder
+        if decoder.dispersion == "gene-batch" and decoder.log_theta.shape[1] > n_reference_batches:
+            log_theta = decoder.log_theta
+            log_theta[:, n_reference_batches:] = log_theta[:, :n_reference_batches].mean(1, keepdim=True)
+
+
 # -- the mixin ---------------------------------------------------------------------------------------
 def _reference_parts(
     reference_model: TargetVI | str | os.PathLike,
@@ -322,7 +348,8 @@ class QueryMixin(ArchesMixin):
         batch one-hot columns of the first layer of the outer encoder and of the decoder, the per-batch
         dispersion and library prior. Training it (``query_model.train(...)``) updates only those, plus
         the library encoder, as :meth:`scvi.model.base.ArchesMixin.load_query_data` does for SCVI; the
-        context model and the reference target model are not touched. Training defaults to
+        context model and the reference target model are not touched. The new batches' weights start at the
+        mean of the reference batches' (a new donor starts as the average reference donor). Training defaults to
         ``weight_decay=0`` so that frozen weights stay exactly as they were.
 
         The query needs what a target AnnData needs (:meth:`~speciesvi.TargetVI.setup_anndata` is run
@@ -416,6 +443,7 @@ class QueryMixin(ArchesMixin):
                 "The reference TargetVI was trained against a different context model; pass the context model it was "
                 "trained with (for a saved reference: context_adata= and no context_model=)."
             )
+        start_new_batches_at_reference_mean(model.module, n_reference_batches)
         trainable = freeze_for_query(
             model.module,
             n_reference_batches,

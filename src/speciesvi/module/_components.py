@@ -21,6 +21,12 @@ GeneLikelihood = Literal["zinb", "nb"]
 STD_FLOOR = 1e-4
 #: Bounds on log standard deviations predicted by the encoders.
 LOG_STD_BOUNDS = (-10.0, 5.0)
+#: Upper bound on the log inverse dispersion (theta <= e^12: practically Poisson).
+LOG_THETA_MAX = 12.0
+#: Standard deviation of the initial log inverse dispersions around 0 (theta near 1), as the original scSpecies.
+#: The dispersions move little within a 40-epoch budget, so a unit-variance start (scvi-tools' ``px_r``)
+#: would leave each gene with a random dispersion between about e^-2 and e^2.
+LOG_THETA_INIT_SD = 0.1
 
 
 class MLP(nn.Module):
@@ -164,7 +170,8 @@ class ExpressionDecoder(nn.Module):
         Hidden layer sizes.
     dispersion
         ``"gene"``: one inverse dispersion per gene; ``"gene-batch"``: per gene and batch;
-        ``"gene-cell"``: predicted per gene and cell.
+        ``"gene-cell"``: predicted per gene and cell. Learned log inverse dispersions start near 0
+        (``LOG_THETA_INIT_SD``), as in the original scSpecies.
     gene_likelihood
         ``"zinb"`` or ``"nb"``.
     dropout_rate
@@ -196,9 +203,9 @@ class ExpressionDecoder(nn.Module):
         hidden = self.mlp.n_output
         self.logits = nn.Linear(hidden, n_output)
         if dispersion == "gene":
-            self.log_theta = nn.Parameter(torch.randn(n_output))
+            self.log_theta = nn.Parameter(LOG_THETA_INIT_SD * torch.randn(n_output))
         elif dispersion == "gene-batch":
-            self.log_theta = nn.Parameter(torch.randn(n_output, n_batch))
+            self.log_theta = nn.Parameter(LOG_THETA_INIT_SD * torch.randn(n_output, n_batch))
         else:
             self.log_theta_head = nn.Linear(hidden, n_output)
         self.zi_logits = nn.Linear(hidden, n_output) if gene_likelihood == "zinb" else None
@@ -230,7 +237,7 @@ class ExpressionDecoder(nn.Module):
         hidden = self.hidden(z, batch_index)
         rho = torch.softmax(self.logits(hidden), dim=-1)
         mu = rho * log_library.exp()
-        theta = self.log_theta_for(hidden, batch_index).clamp(max=12.0).exp().expand_as(mu)
+        theta = self.log_theta_for(hidden, batch_index).clamp(max=LOG_THETA_MAX).exp().expand_as(mu)
         if self.zi_logits is None:
             return NegativeBinomial(mu=mu, theta=theta, scale=rho)
         return ZeroInflatedNegativeBinomial(mu=mu, theta=theta, zi_logits=self.zi_logits(hidden), scale=rho)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from scipy import sparse
 from scvi.utils import track
 
-from ._components import ExpressionDecoder
+from ._components import LOG_THETA_MAX, ExpressionDecoder
 from ._likelihood import EPS, count_log_prob_sum
 
 try:  # numba comes with pynndescent and scanpy; the torch backend works without it
@@ -47,8 +47,6 @@ except ImportError:  # pragma: no cover - numba is a dependency of pynndescent
 
 logger = logging.getLogger(__name__)
 
-#: Upper clamp of the decoder's log inverse dispersion (as in :meth:`ExpressionDecoder.forward`).
-LOG_THETA_MAX = 12.0
 #: Default bound on the number of float32 elements of one intermediate array (``2**22`` = 16 MiB).
 DEFAULT_MAX_ELEMENTS = 2**22
 #: Default number of log-library grid points per target batch (cubic Hermite; about 0.01 nats on real data).

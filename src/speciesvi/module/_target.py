@@ -10,13 +10,15 @@ from scvi import REGISTRY_KEYS
 from scvi.module._constants import MODULE_KEYS
 from scvi.module.base import LossOutput, auto_move_data
 
-from ._components import InnerEncoder
+from ._components import LOG_THETA_MAX, InnerEncoder
 from ._context import INTER_KEY, ContextVAE
-from ._likelihood import count_log_prob_sum
+from ._likelihood import logits_log_prob_sum
 
 NEIGHBORS_KEY = "homolog_neighbors"
 AGREEMENT_KEY = "homolog_agreement"
 ALIGNMENT_KEY = "alignment"
+#: Elements of the (candidates, cells, genes) arrays scored at once in the candidate selection (1 MiB of float32).
+SELECTION_BLOCK = 2**20
 Alignment = Literal["inter", "latent"]
 
 
@@ -118,12 +120,32 @@ class TargetVAE(ContextVAE):
         products; only the choice of the best candidate depends on them.
         """
         cand = candidates.long()
-        with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.fast_selection):
-            mean, std = self.context_z_mean[cand], self.context_z_std[cand]  # (cells, k, L)
-            z = (mean + std * torch.randn_like(std)).transpose(0, 1)  # (k, cells, L)
-            px = self.decoder(z, batch_index, log_library)
-        # the lgamma terms depend on the counts only, not on the candidate: leave them out of the comparison
-        log_lik = count_log_prob_sum(px, x.expand(z.shape[0], *x.shape), count_terms=False)  # (k, cells)
+        decoder = self.decoder
+        with torch.no_grad():
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.fast_selection):
+                mean, std = self.context_z_mean[cand], self.context_z_std[cand]  # (cells, k, L)
+                z = (mean + std * torch.randn_like(std)).transpose(0, 1)  # (k, cells, L)
+                hidden = decoder.hidden(z, batch_index)
+                logits = decoder.logits(hidden)
+                zi_logits = None if decoder.zi_logits is None else decoder.zi_logits(hidden)
+                log_theta = decoder.log_theta_for(hidden, batch_index)
+            log_theta = log_theta.float().clamp(max=LOG_THETA_MAX).expand_as(logits)
+            log_library = log_library.detach()
+            # the likelihood a few cells at a time, so that its (k, cells, genes) arrays stay in the CPU cache
+            step = max(1, SELECTION_BLOCK // (logits.shape[0] * logits.shape[2]))
+            log_lik = torch.cat(
+                [
+                    logits_log_prob_sum(
+                        logits[:, rows],
+                        log_library[rows],
+                        log_theta[:, rows],
+                        x[rows],
+                        None if zi_logits is None else zi_logits[:, rows],
+                    )
+                    for rows in (slice(start, start + step) for start in range(0, x.shape[0], step))
+                ],
+                dim=1,
+            )  # (k, cells)
         best = log_lik.argmax(0)
         return cand.gather(1, best.unsqueeze(1)).squeeze(1)
 
