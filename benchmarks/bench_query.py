@@ -234,7 +234,8 @@ def markdown(results: dict) -> str:
         f"human donors; *reference*: TargetVI on {', '.join(q['reference_donors'])}; both {results['epochs']} epochs, "
         f"defaults. *Query*: {q['holdout_donor']} ({q['n_cells']['query']} cells) mapped onto the reference with "
         "`TargetVI.load_query_data` (scArches defaults: only the new batch's columns of the first outer-encoder and "
-        "decoder layers, its dispersion and the library encoder train; weight decay 0). Times include the "
+        "decoder layers, its dispersion and the library encoder train, the new batch's weights starting at the mean "
+        "of the reference batches'; weight decay 0). Times include the "
         "data-level neighbours and the setup.",
         "",
         "| model | cells | epochs | time (s) | load avg (1 min) | time / full |",

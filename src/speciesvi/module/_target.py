@@ -117,7 +117,8 @@ class TargetVAE(ContextVAE):
             Context indices, ``(cells, k)``.
 
         The candidates are decoded without gradients and, with ``fast_selection``, with bfloat16 matrix
-        products; only the choice of the best candidate depends on them.
+        products; only the choice of the best candidate depends on them. Their likelihoods come straight from
+        the decoder logits (:func:`~speciesvi.module._likelihood.logits_log_prob_sum`), a few cells at a time.
         """
         cand = candidates.long()
         decoder = self.decoder
