@@ -41,7 +41,8 @@ import pandas as pd
 import torch
 
 import speciesvi
-from speciesvi.module._lfc import abundance_bins, fast_matmul_dtype, matched_permutation
+from speciesvi.module._lfc import abundance_bins, matched_permutation
+from speciesvi.module._precision import fast_matmul_dtype
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent

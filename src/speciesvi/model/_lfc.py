@@ -17,11 +17,11 @@ from scvi.utils import track
 from ..module._lfc import (
     HomologousDecoder,
     LatentCells,
-    fast_matmul_dtype,
     homolog_lfc_statistics,
     mahalanobis_inliers,
     sample_homologous_expression,
 )
+from ..module._precision import fast_matmul_dtype
 from ..tl._labels import HETEROGENEOUS, UNASSIGNED
 
 logger = logging.getLogger(__name__)

@@ -191,19 +191,6 @@ def sample_homologous_expression(
     return torch.cat(target_parts), torch.cat(context_parts)
 
 
-def fast_matmul_dtype(device: torch.device | str) -> torch.dtype:
-    """``torch.bfloat16`` where bf16 matrix products are fast (CUDA with bf16, CPUs with AMX or AVX512-BF16)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    if device.type == "cpu":
-        cpu = torch.cpu
-        checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-        if any(getattr(cpu, check, lambda: False)() for check in checks):
-            return torch.bfloat16
-    return torch.float32
-
-
 def abundance_bins(log_expression: torch.Tensor, n_bins: int = NULL_ABUNDANCE_BINS) -> torch.Tensor:
     """Equal-frequency abundance class of every gene, ``0`` (lowest) to ``n_bins - 1``.
 

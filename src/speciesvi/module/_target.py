@@ -13,6 +13,7 @@ from scvi.module.base import LossOutput, auto_move_data
 from ._components import LOG_THETA_MAX, InnerEncoder
 from ._context import INTER_KEY, ContextVAE
 from ._likelihood import logits_log_prob_sum
+from ._precision import fast_matmul_dtype
 
 NEIGHBORS_KEY = "homolog_neighbors"
 AGREEMENT_KEY = "homolog_agreement"
@@ -53,7 +54,8 @@ class TargetVAE(ContextVAE):
     agreement_cutoff
         Cells with a data-level agreement score below it are aligned (``top_percent / 100``).
     fast_selection
-        Decode the candidates with bfloat16 matrix products (selection only; the loss stays float32).
+        Decode the candidates with bfloat16 matrix products where those are fast (CUDA with bf16 support, CPUs
+        with AMX or AVX512-BF16); selection only, the loss stays float32.
     **kwargs
         Architecture arguments of :class:`ContextVAE`.
     """
@@ -116,14 +118,16 @@ class TargetVAE(ContextVAE):
         candidates
             Context indices, ``(cells, k)``.
 
-        The candidates are decoded without gradients and, with ``fast_selection``, with bfloat16 matrix
-        products; only the choice of the best candidate depends on them. Their likelihoods come straight from
+        The candidates are decoded without gradients and, with ``fast_selection`` on hardware where they are
+        fast (:func:`~speciesvi.module._precision.fast_matmul_dtype`), with bfloat16 matrix products; only the
+        choice of the best candidate depends on them. Their likelihoods come straight from
         the decoder logits (:func:`~speciesvi.module._likelihood.logits_log_prob_sum`), a few cells at a time.
         """
         cand = candidates.long()
         decoder = self.decoder
         with torch.no_grad():
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.fast_selection):
+            bfloat16 = self.fast_selection and fast_matmul_dtype(x.device) == torch.bfloat16
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bfloat16):
                 mean, std = self.context_z_mean[cand], self.context_z_std[cand]  # (cells, k, L)
                 z = (mean + std * torch.randn_like(std)).transpose(0, 1)  # (k, cells, L)
                 hidden = decoder.hidden(z, batch_index)
