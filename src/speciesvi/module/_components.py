@@ -222,13 +222,15 @@ class ExpressionDecoder(nn.Module):
         return self.logits(self.hidden(z, batch_index))
 
     def log_theta_for(self, hidden: torch.Tensor, batch_index: torch.Tensor) -> torch.Tensor:
-        """Log inverse dispersion for each cell (rows of ``hidden``) and gene."""
+        """Log inverse dispersion for each cell (rows of ``hidden``) and gene, clamped at ``LOG_THETA_MAX``."""
         if self.dispersion == "gene":
-            return self.log_theta
-        if self.dispersion == "gene-batch":
+            log_theta = self.log_theta
+        elif self.dispersion == "gene-batch":
             # (cells, genes); broadcasts over a leading sample axis of ``hidden``
-            return self.log_theta.T[batch_index.reshape(-1).long()]
-        return self.log_theta_head(hidden)
+            log_theta = self.log_theta.T[batch_index.reshape(-1).long()]
+        else:
+            log_theta = self.log_theta_head(hidden)
+        return log_theta.clamp(max=LOG_THETA_MAX)
 
     def forward(
         self, z: torch.Tensor, batch_index: torch.Tensor, log_library: torch.Tensor
@@ -237,7 +239,7 @@ class ExpressionDecoder(nn.Module):
         hidden = self.hidden(z, batch_index)
         rho = torch.softmax(self.logits(hidden), dim=-1)
         mu = rho * log_library.exp()
-        theta = self.log_theta_for(hidden, batch_index).clamp(max=LOG_THETA_MAX).exp().expand_as(mu)
+        theta = self.log_theta_for(hidden, batch_index).exp().expand_as(mu)
         if self.zi_logits is None:
             return NegativeBinomial(mu=mu, theta=theta, scale=rho)
         return ZeroInflatedNegativeBinomial(mu=mu, theta=theta, zi_logits=self.zi_logits(hidden), scale=rho)

@@ -119,7 +119,8 @@ def logits_log_prob_sum(
     torch.Tensor
         ``(..., cells)``.
     """
-    u = logits - (torch.logsumexp(logits.float(), dim=-1, keepdim=True) - log_library)
+    logits = logits.float()
+    u = logits - (torch.logsumexp(logits, dim=-1, keepdim=True) - log_library)
     u = u.sub_(log_theta)
     s = F.softplus(u)
     rows, cols = x.nonzero(as_tuple=True)

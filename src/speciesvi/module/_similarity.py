@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from scipy import sparse
 from scvi.utils import track
 
-from ._components import LOG_THETA_MAX, ExpressionDecoder
+from ._components import ExpressionDecoder
 from ._likelihood import EPS, count_log_prob_sum
 
 try:  # numba comes with pynndescent and scanpy; the torch backend works without it
@@ -163,7 +163,7 @@ def decode_chunk(decoder: ExpressionDecoder, z: torch.Tensor, batch: int) -> Dec
     batch_index = torch.full((z.shape[0], 1), int(batch), dtype=torch.long, device=z.device)
     hidden = decoder.hidden(z, batch_index)
     log_rho = torch.log_softmax(decoder.logits(hidden), dim=-1)
-    log_theta = decoder.log_theta_for(hidden, batch_index).clamp(max=LOG_THETA_MAX)
+    log_theta = decoder.log_theta_for(hidden, batch_index)
     if log_theta.dim() == 1:
         log_theta = log_theta.unsqueeze(0)
     elif decoder.dispersion == "gene-batch":

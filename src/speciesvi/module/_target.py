@@ -10,7 +10,7 @@ from scvi import REGISTRY_KEYS
 from scvi.module._constants import MODULE_KEYS
 from scvi.module.base import LossOutput, auto_move_data
 
-from ._components import LOG_THETA_MAX, InnerEncoder
+from ._components import InnerEncoder
 from ._context import INTER_KEY, ContextVAE
 from ._likelihood import logits_log_prob_sum
 from ._precision import fast_matmul_dtype
@@ -18,7 +18,7 @@ from ._precision import fast_matmul_dtype
 NEIGHBORS_KEY = "homolog_neighbors"
 AGREEMENT_KEY = "homolog_agreement"
 ALIGNMENT_KEY = "alignment"
-#: Elements of the (candidates, cells, genes) arrays scored at once in the candidate selection (1 MiB of float32).
+#: Elements of the (candidates, cells, genes) arrays scored at once in the candidate selection (4 MiB of float32).
 SELECTION_BLOCK = 2**20
 Alignment = Literal["inter", "latent"]
 
@@ -134,7 +134,7 @@ class TargetVAE(ContextVAE):
                 logits = decoder.logits(hidden)
                 zi_logits = None if decoder.zi_logits is None else decoder.zi_logits(hidden)
                 log_theta = decoder.log_theta_for(hidden, batch_index)
-            log_theta = log_theta.float().clamp(max=LOG_THETA_MAX).expand_as(logits)
+            log_theta = log_theta.float().expand_as(logits)
             log_library = log_library.detach()
             # the likelihood a few cells at a time, so that its (k, cells, genes) arrays stay in the CPU cache
             step = max(1, SELECTION_BLOCK // (logits.shape[0] * logits.shape[2]))
