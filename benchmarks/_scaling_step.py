@@ -48,7 +48,7 @@ def prepare(cells: int, seed: int) -> None:
     mouse, human = load_pair()
     rng = np.random.default_rng(seed)
     mouse, human = tile(mouse, cells, rng), tile(human, cells, rng)
-    speciesvi.pp.translate_genes(human, speciesvi.pp.homology_table("human", "mouse"))
+    speciesvi.pp.translate_genes(human, speciesvi.pp.homology_table("human", "mouse"), context=mouse)
     mouse.write_h5ad(folder / "mouse.h5ad")
     human.write_h5ad(folder / "human.h5ad")
 

@@ -383,7 +383,7 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
 
     mouse, human = load_pair()
-    speciesvi.pp.translate_genes(human, speciesvi.pp.homology_table("human", "mouse"))
+    speciesvi.pp.translate_genes(human, speciesvi.pp.homology_table("human", "mouse"), context=mouse)
     speciesvi.ContextVI.setup_anndata(mouse, batch_key=BATCH, labels_key=LABELS)
     context, context_time = train_context(mouse, args.seed, args.epochs)
     results = {

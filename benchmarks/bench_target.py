@@ -88,7 +88,7 @@ def time_on_original_gene_count(seed: int, epochs: int, n_top: int = 4000) -> di
         return adata[:, table["highly_variable"].to_numpy()].copy()
 
     mouse, human = (most_variable(adata) for adata in speciesvi.datasets.baron_pancreas(path=SHARED_DATA))
-    speciesvi.pp.translate_genes(human, speciesvi.pp.homology_table("human", "mouse"))
+    speciesvi.pp.translate_genes(human, speciesvi.pp.homology_table("human", "mouse"), context=mouse)
     speciesvi.ContextVI.setup_anndata(mouse, batch_key=BATCH, labels_key=LABELS)
     scvi.settings.seed = seed
     context = speciesvi.ContextVI(mouse)
@@ -172,7 +172,9 @@ def main() -> None:
     if not args.speed_only:
         results["types"] = sorted(results["aligned"][str(args.seeds[0])]["recall"])
     _, human = load_pair()
-    speciesvi.pp.translate_genes(human, speciesvi.pp.homology_table("human", "mouse"))
+    speciesvi.pp.translate_genes(
+        human, speciesvi.pp.homology_table("human", "mouse"), context=contexts[args.seeds[0]].adata
+    )
     speciesvi.pp.homolog_neighbors(human, contexts[args.seeds[0]].adata, labels_key=LABELS)
     speciesvi.TargetVI.setup_anndata(human, batch_key=BATCH)
     for seed in [] if args.speed_only else args.seeds:

@@ -55,10 +55,10 @@ def trained_demo_target(trained_context):
     human = human[np.sort(rng.choice(human.n_obs, 700, replace=False))].copy()
     hvg = sc.pp.highly_variable_genes(human, flavor="seurat_v3", n_top_genes=1500, inplace=False)
     human = human[:, hvg["highly_variable"].to_numpy()].copy()
-    speciesvi.pp.translate_genes(human, speciesvi.pp.homology_table("human", "mouse"))
+    speciesvi.pp.translate_genes(human, speciesvi.pp.homology_table("human", "mouse"), context=mouse)
     speciesvi.pp.homolog_neighbors(human, mouse, labels_key="cell_ontology_class")
     speciesvi.TargetVI.setup_anndata(human, batch_key="donor")
     scvi.settings.seed = 0
     model = speciesvi.TargetVI(human, trained_context)
-    model.train(max_epochs=8, batch_size=64, train_size=1.0, enable_progress_bar=False)
+    model.train(max_epochs=12, batch_size=64, train_size=1.0, enable_progress_bar=False)
     return model

@@ -13,7 +13,7 @@ import speciesvi
 def pair_with_results(demo_pair):
     mouse, human = demo_pair
     mouse, human = mouse[::4].copy(), human[::4].copy()
-    speciesvi.pp.translate_genes(human, speciesvi.pp.homology_table("human", "mouse"))
+    speciesvi.pp.translate_genes(human, speciesvi.pp.homology_table("human", "mouse"), context=mouse)
     speciesvi.pp.homolog_neighbors(human, mouse, labels_key="cell_ontology_class", n_neighbors=30, n_vote=5)
     return mouse, human
 

@@ -346,7 +346,7 @@ def test_demo_pair_lfc_follows_the_data(trained_context, trained_demo_target):
     assert list(agreement.index) == sorted(types)
     assert agreement["spearman"].min() > 0.8  # 0.88-0.97 measured
     for cell_type, rows in table.groupby("cell_type", observed=True):
-        # 8 epochs on 700 cells: 0.00-0.30 measured, a far looser bound than the <= 0.2 % the 40 + 40-epoch
+        # 12 epochs on 700 cells: 0.00-0.22 measured, a far looser bound than the <= 0.2 % the 40 + 40-epoch
         # benchmark models reach (benchmarks/results/lfc.md)
         assert (rows["p_null"] > 0.9).mean() < 0.35, cell_type
         assert (rows["p"] > 0.9).mean() > 2 * (rows["p_null"] > 0.9).mean(), cell_type

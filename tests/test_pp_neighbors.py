@@ -29,18 +29,19 @@ def make_pair(
         profiles[t, t * 20 : t * 20 + 20] += 6.0  # 20 marker genes per type
     scale = np.exp(rng.normal(0, 0.3, n_genes))  # species-specific gene scaling
 
-    def sample(n, gene_scale, names, extra):
+    def sample(n, gene_scale, names, extra, own_prefix):
         labels = rng.integers(0, 3, n)
         library = rng.uniform(0.5, 1.5, (n, 1))
         counts = rng.poisson(profiles[labels] * gene_scale * library)
         counts = np.hstack([counts, rng.poisson(1.0, (n, extra))]).astype(np.float32)
         adata = ad.AnnData(sparse.csr_matrix(counts))
-        adata.var_names = names + [f"{names[0][0]}only{i}" for i in range(extra)]
+        # genes of one species only; distinct symbols, so that no symbol match (ignoring case) pairs them
+        adata.var_names = names + [f"{own_prefix}{i}" for i in range(extra)]
         adata.obs[LABELS] = pd.Categorical(types[labels])
         return adata
 
-    target = sample(n_target, scale, [f"G{i}" for i in range(n_genes)], 10)
-    context = sample(n_context, np.ones(n_genes), [f"g{i}" for i in range(n_genes)], 15)
+    target = sample(n_target, scale, [f"G{i}" for i in range(n_genes)], 10, "TGTonly")
+    context = sample(n_context, np.ones(n_genes), [f"g{i}" for i in range(n_genes)], 15, "ctxonly")
     table = pd.DataFrame(
         {"target_gene": [f"G{i}" for i in range(n_genes)], "context_gene": [f"g{i}" for i in range(n_genes)]}
     ).assign(homology_type="one2one")

@@ -134,7 +134,7 @@ def test_demo_pair_target_cells_land_near_their_mouse_type(trained_context, demo
     """Real data: human cells encoded by TargetVI sit among mouse cells of the same type."""
     mouse = trained_context.adata
     _, human = demo_pair
-    speciesvi.pp.translate_genes(human, speciesvi.pp.homology_table("human", "mouse"))
+    speciesvi.pp.translate_genes(human, speciesvi.pp.homology_table("human", "mouse"), context=mouse)
     speciesvi.pp.homolog_neighbors(human, mouse, labels_key="cell_ontology_class")
     speciesvi.TargetVI.setup_anndata(human, batch_key="donor")
     model = speciesvi.TargetVI(human, trained_context)

@@ -50,7 +50,7 @@ def main(argv=None) -> None:
     cached = (folder / "model.pt").is_file() and not args.retrain
     start = time.perf_counter()
     with rec.timed("query"):
-        speciesvi.pp.translate_genes(human, speciesvi.pp.homology_table("human", "mouse"))
+        speciesvi.pp.translate_genes(human, speciesvi.pp.homology_table("human", "mouse"), context=mouse)
         speciesvi.pp.homolog_neighbors(human, mouse, labels_key=LABELS)
     rec.result["homolog_neighbors_s"] = round(time.perf_counter() - start, 3)
     speciesvi.ContextVI.setup_anndata(mouse, batch_key=BATCH, labels_key=LABELS)
@@ -77,6 +77,9 @@ def main(argv=None) -> None:
     with rec.timed("predict", "transfer"):
         result = target.transfer_labels()
     rec.add("transfer", human.obs_names, result["label"].astype(str).to_numpy(), result["confidence"].to_numpy())
+    with rec.timed("predict", "transfer_all"):
+        every = target.transfer_labels(unassigned_threshold=None, key_added="speciesvi_all")
+    rec.add("transfer_all", human.obs_names, every["label"].astype(str).to_numpy(), every["confidence"].to_numpy())
     votes = human.obs["homolog_neighbors_label"].astype(str).to_numpy()
     rec.add("data_level", human.obs_names, votes)
     rec.result["predict_s"]["data_level"] = 0.0  # part of homolog_neighbors (query)

@@ -134,7 +134,7 @@ def run(output: Path, epochs: int = 40, seed: int = 0) -> dict:
 
     start = time.perf_counter()
     table = speciesvi.pp.homology_table("human", "mouse")
-    speciesvi.pp.translate_genes(human, table)
+    speciesvi.pp.translate_genes(human, table, context=mouse)
     speciesvi.pp.homolog_neighbors(human, mouse, labels_key=LABELS_KEY)
     timings["homology_and_neighbors_s"] = time.perf_counter() - start
 

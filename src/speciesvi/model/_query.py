@@ -399,7 +399,7 @@ class QueryMixin(ArchesMixin):
 
         Examples
         --------
-        >>> speciesvi.pp.translate_genes(new_donor, table)
+        >>> speciesvi.pp.translate_genes(new_donor, table, context=mouse)
         >>> speciesvi.TargetVI.prepare_query_anndata(new_donor, target)
         >>> speciesvi.pp.homolog_neighbors(new_donor, mouse, labels_key="cell_ontology_class")
         >>> query = speciesvi.TargetVI.load_query_data(new_donor, target)

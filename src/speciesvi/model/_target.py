@@ -108,7 +108,7 @@ class TargetVI(
     >>> context = speciesvi.ContextVI(mouse)
     >>> context.train(max_epochs=2)
     >>> table = speciesvi.pp.homology_table("human", "mouse")
-    >>> speciesvi.pp.translate_genes(human, table)
+    >>> speciesvi.pp.translate_genes(human, table, context=mouse)
     >>> speciesvi.pp.homolog_neighbors(human, mouse, labels_key="cell_ontology_class")
     >>> speciesvi.TargetVI.setup_anndata(human, batch_key="donor")
     >>> target = speciesvi.TargetVI(human, context)
