@@ -77,6 +77,9 @@ def test_transfer_labels_options(synthetic_model):
     assert set(result["label_coarse"].astype(str)) <= {"first", "other"}
     sims, index = model.adata.obsm["lt_similarity"], model.adata.obsm["lt_similarity_index"]
     assert sims.shape == index.shape == (model.adata.n_obs, 30) and (np.diff(sims, axis=1) >= 0).all()
+    # without the novelty rule, the label is the majority vote of the top_k most similar context cells
+    voted, _ = vote(context.obs["labels"].astype(str).to_numpy()[index[:, :30]])
+    np.testing.assert_array_equal(result["label_labels"].astype(str).to_numpy(), voted)
     np.testing.assert_allclose(result["best_similarity"], sims[:, 0])
     assert model.adata.uns["lt_params"]["unassigned_threshold"] == "None"
 
