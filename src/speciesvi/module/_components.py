@@ -7,7 +7,7 @@ that batch one-hots sit in the last input columns of each first layer, as scArch
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
@@ -27,6 +27,17 @@ LOG_THETA_MAX = 12.0
 #: The dispersions move little within a 40-epoch budget, so a unit-variance start (scvi-tools' ``px_r``)
 #: would leave each gene with a random dispersion between about e^-2 and e^2.
 LOG_THETA_INIT_SD = 0.1
+
+
+class DecoderOutputs(NamedTuple):
+    """What :class:`ExpressionDecoder` predicts for each cell, before the library size enters."""
+
+    #: Expression logits, ``(..., cells, genes)``; their softmax is ``rho``.
+    logits: torch.Tensor
+    #: Log inverse dispersions, broadcastable to ``logits``.
+    log_theta: torch.Tensor
+    #: Zero-inflation logits shaped as ``logits``, or ``None`` for the negative binomial.
+    zi_logits: torch.Tensor | None
 
 
 class MLP(nn.Module):
@@ -226,20 +237,33 @@ class ExpressionDecoder(nn.Module):
         if self.dispersion == "gene":
             log_theta = self.log_theta
         elif self.dispersion == "gene-batch":
-            # (cells, genes); broadcasts over a leading sample axis of ``hidden``
-            log_theta = self.log_theta.T[batch_index.reshape(-1).long()]
+            # (cells, genes); broadcasts over a leading sample axis of ``hidden``. index_select, whose
+            # backward pass is an index_add, rather than indexing, whose backward is a slow accumulating index_put
+            log_theta = self.log_theta.T.index_select(0, batch_index.reshape(-1).long())
         else:
             log_theta = self.log_theta_head(hidden)
         return log_theta.clamp(max=LOG_THETA_MAX)
+
+    def outputs(self, z: torch.Tensor, batch_index: torch.Tensor) -> DecoderOutputs:
+        """Logits, log inverse dispersions and zero-inflation logits (``None`` for the NB) of each cell."""
+        hidden = self.hidden(z, batch_index)
+        zi_logits = None if self.zi_logits is None else self.zi_logits(hidden)
+        return DecoderOutputs(self.logits(hidden), self.log_theta_for(hidden, batch_index), zi_logits)
 
     def forward(
         self, z: torch.Tensor, batch_index: torch.Tensor, log_library: torch.Tensor
     ) -> NegativeBinomial | ZeroInflatedNegativeBinomial:
         """Return the count distribution of each cell given z, its batch and its log library size."""
-        hidden = self.hidden(z, batch_index)
-        rho = torch.softmax(self.logits(hidden), dim=-1)
+        return self.distribution(self.outputs(z, batch_index), log_library)
+
+    @staticmethod
+    def distribution(
+        outputs: DecoderOutputs, log_library: torch.Tensor
+    ) -> NegativeBinomial | ZeroInflatedNegativeBinomial:
+        """The scvi-tools count distribution of decoder ``outputs`` under log library sizes ``log_library``."""
+        rho = torch.softmax(outputs.logits, dim=-1)
         mu = rho * log_library.exp()
-        theta = self.log_theta_for(hidden, batch_index).exp().expand_as(mu)
-        if self.zi_logits is None:
+        theta = outputs.log_theta.exp().expand_as(mu)
+        if outputs.zi_logits is None:
             return NegativeBinomial(mu=mu, theta=theta, scale=rho)
-        return ZeroInflatedNegativeBinomial(mu=mu, theta=theta, zi_logits=self.zi_logits(hidden), scale=rho)
+        return ZeroInflatedNegativeBinomial(mu=mu, theta=theta, zi_logits=outputs.zi_logits, scale=rho)

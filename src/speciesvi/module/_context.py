@@ -13,9 +13,11 @@ from torch.distributions import Normal
 from torch.distributions import kl_divergence as kl
 
 from ._components import MLP, Dispersion, ExpressionDecoder, GeneLikelihood, InnerEncoder, LibraryEncoder
-from ._likelihood import count_log_prob_sum
+from ._likelihood import count_log_prob_sum, decoder_log_prob_sum
 
 INTER_KEY = "inter"
+#: Key of the raw :class:`~speciesvi.module._components.DecoderOutputs` in the generative outputs.
+DECODER_OUTPUTS_KEY = "decoder_outputs"
 #: The parts of a :class:`ContextVAE` whose hidden layers can use layer norm.
 PARTS = ("outer", "inner", "library", "decoder")
 
@@ -149,9 +151,10 @@ class ContextVAE(BaseModuleClass):
     @auto_move_data
     def inference(self, x: torch.Tensor, batch_index: torch.Tensor, n_samples: int = 1) -> dict:
         """Encode counts: inter, q(z), q(log l) and one sample of each."""
-        inter = self.outer(x, batch_index)
+        x_log = torch.log1p(x)  # both encoders read log counts
+        inter = self.outer_encoder(x_log, batch_index)
         qz = Normal(*self.z_posterior(inter))
-        ql = Normal(*self.library_posterior(x, batch_index))
+        ql = Normal(*self.library_encoder(x_log, batch_index))
         sample_shape = () if n_samples == 1 else (n_samples,)
         return {
             INTER_KEY: inter,
@@ -169,10 +172,15 @@ class ContextVAE(BaseModuleClass):
         batch_index: torch.Tensor,
         transform_batch: int | None = None,
     ) -> dict:
-        """Decode z under a batch (``transform_batch`` overrides it) into the count distribution."""
+        """Decode z under a batch (``transform_batch`` overrides it) into the count distribution.
+
+        Besides the distribution (``px``), the raw decoder outputs (``decoder_outputs``), from which the
+        loss computes the likelihood with closed-form gradients.
+        """
         if transform_batch is not None:
             batch_index = torch.full_like(batch_index, int(transform_batch))
-        return {MODULE_KEYS.PX_KEY: self.decoder(z, batch_index, library)}
+        outputs = self.decoder.outputs(z, batch_index)
+        return {MODULE_KEYS.PX_KEY: self.decoder.distribution(outputs, library), DECODER_OUTPUTS_KEY: outputs}
 
     def library_prior(self, batch_index: torch.Tensor) -> Normal:
         """Per-batch prior of ``log l``."""
@@ -188,7 +196,12 @@ class ContextVAE(BaseModuleClass):
     ) -> LossOutput:
         """Negative ELBO: reconstruction NLL + ``kl_weight`` · KL(z) + KL(log l)."""
         x = tensors[REGISTRY_KEYS.X_KEY]
-        reconstruction = -count_log_prob_sum(generative_outputs[MODULE_KEYS.PX_KEY], x)
+        outputs = generative_outputs.get(DECODER_OUTPUTS_KEY)
+        if outputs is None or outputs.logits.dim() != 2:
+            reconstruction = -count_log_prob_sum(generative_outputs[MODULE_KEYS.PX_KEY], x)
+        else:
+            library = inference_outputs[MODULE_KEYS.LIBRARY_KEY]
+            reconstruction = -decoder_log_prob_sum(outputs.logits, library, outputs.log_theta, x, outputs.zi_logits)
         qz = inference_outputs[MODULE_KEYS.QZ_KEY]
         kl_z = kl(qz, Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))).sum(-1)
         kl_l = kl(inference_outputs[MODULE_KEYS.QL_KEY], self.library_prior(tensors[REGISTRY_KEYS.BATCH_KEY])).sum(-1)
