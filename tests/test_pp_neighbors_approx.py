@@ -43,7 +43,10 @@ def check_against_exact(method: str) -> None:
     np.testing.assert_allclose(dist[:, 0], recomputed, atol=1e-5)
     recall = np.mean([len(np.intersect1d(a[:25], e[:25])) / 25 for a, e in zip(found, exact, strict=True)])
     assert recall > 0.9
-    np.testing.assert_allclose(dist[:, 0], exact_dist[:, 0], atol=1e-3)
+    # an approximate search may miss a cell's nearest neighbour now and then (pynndescent runs threads, so not
+    # bit-reproducibly), never find one nearer than the exact search, and find it for nearly every cell
+    assert np.all(dist[:, 0] >= exact_dist[:, 0] - 1e-5)
+    assert np.mean(np.abs(dist[:, 0] - exact_dist[:, 0]) < 1e-3) >= 0.99
 
 
 def test_sketch_search_matches_exact():
