@@ -20,6 +20,15 @@ def _batch(n_cells=16, n_genes=40, n_batch=2, seed=0):
     return x, batch_index
 
 
+def _scvi_distribution(logits, log_library, log_theta, zi_logits=None):
+    """scvi-tools' NB (``zi_logits=None``) or ZINB for decoder outputs: the reference of the likelihood tests."""
+    mu = torch.softmax(logits, -1) * log_library.exp()
+    theta = log_theta.exp().expand_as(mu)
+    if zi_logits is None:
+        return NegativeBinomial(mu=mu, theta=theta)
+    return ZeroInflatedNegativeBinomial(mu=mu, theta=theta, zi_logits=zi_logits)
+
+
 @pytest.mark.parametrize("dispersion", ["gene", "gene-batch", "gene-cell"])
 @pytest.mark.parametrize("gene_likelihood", ["zinb", "nb"])
 def test_module_parts_have_the_documented_shapes(dispersion, gene_likelihood):
@@ -74,15 +83,10 @@ def test_likelihood_from_logits_matches_scvi_distributions_without_count_terms(z
     log_library = torch.randn(6, 1, generator=generator) + 5
     log_theta = torch.randn(6, 50, generator=generator)
     zi_logits = torch.randn(3, 6, 50, generator=generator) if zero_inflated else None
-    mu = torch.softmax(logits, -1) * log_library.exp()
-    theta = log_theta.exp().expand_as(mu)
-    px = (
-        ZeroInflatedNegativeBinomial(mu=mu, theta=theta, zi_logits=zi_logits)
-        if zero_inflated
-        else NegativeBinomial(mu=mu, theta=theta)
-    )
+    px = _scvi_distribution(logits, log_library, log_theta, zi_logits)
+    theta = px.theta
     count_terms = (torch.lgamma(x + theta) - torch.lgamma(theta) - torch.lgamma(x + 1)).sum(-1)
-    expected = px.log_prob(x.expand_as(mu)).sum(-1) - count_terms
+    expected = px.log_prob(x.expand_as(px.mu)).sum(-1) - count_terms
     result = logits_log_prob_sum(logits, log_library, log_theta, x, zi_logits)
     assert result.shape == (3, 6)
     torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-3)
@@ -105,13 +109,7 @@ def test_training_likelihood_matches_scvi_and_its_gradients_are_exact(zero_infla
     inputs = (logits, log_library, log_theta, x, zi_logits)
     assert torch.autograd.gradcheck(decoder_log_prob_sum, inputs)
 
-    mu = torch.softmax(logits, -1) * log_library.exp()
-    theta = log_theta.exp().expand_as(mu)
-    px = (
-        ZeroInflatedNegativeBinomial(mu=mu, theta=theta, zi_logits=zi_logits)
-        if zero_inflated
-        else NegativeBinomial(mu=mu, theta=theta)
-    )
+    px = _scvi_distribution(logits, log_library, log_theta, zi_logits)
     expected = px.log_prob(x).sum(-1)
     torch.testing.assert_close(decoder_log_prob_sum(*inputs), expected, rtol=1e-6, atol=1e-5)
 
