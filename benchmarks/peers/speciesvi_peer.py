@@ -91,7 +91,7 @@ def main(argv=None) -> None:
         "n_genes_target": int(human.n_vars),
         "torch_threads": torch.get_num_threads(),
     }
-    rec.result["loadavg"]["end"] = [loadavg(), round(time.time(), 0)]
+    rec.result["loadavg"]["end"] = loadavg()
     rec.write(versions=versions("speciesvi", "scvi-tools", "torch", "numba", "pynndescent"))
 
 
