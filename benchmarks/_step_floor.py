@@ -48,18 +48,25 @@ def matmul_ms(module: nn.Module, rows: int, dtype: torch.dtype = torch.float32) 
     """
     total = 0.0
     for name, layer in module.named_modules():
-        if not isinstance(layer, nn.Linear):
-            continue
-        x = torch.randn(rows, layer.in_features, dtype=dtype)
-        weight = layer.weight.detach().to(dtype)
-        grad = torch.randn(rows, layer.out_features, dtype=dtype)
-        products = [lambda x=x, weight=weight: x @ weight.T]
-        if layer.weight.requires_grad:
-            products.append(lambda x=x, grad=grad: grad.T @ x)
-        if not name.startswith(DATA_LAYERS):
-            products.append(lambda weight=weight, grad=grad: grad @ weight)
-        total += sum(_best_ms(product) for product in products)
+        if isinstance(layer, nn.Linear):
+            backward = ("weight",) * layer.weight.requires_grad + ("input",) * (not name.startswith(DATA_LAYERS))
+            total += _linear_ms(layer, rows, dtype, backward)
     return total
+
+
+def _linear_ms(
+    layer: nn.Linear, rows: int, dtype: torch.dtype, backward: tuple[str, ...] = (), repeats: int = 30
+) -> float:
+    """Time of one linear layer's forward product over ``rows`` rows, plus its ``"weight"``/``"input"`` gradient products."""
+    x = torch.randn(rows, layer.in_features, dtype=dtype)
+    weight = layer.weight.detach().to(dtype)
+    grad = torch.randn(rows, layer.out_features, dtype=dtype)
+    products = [lambda: x @ weight.T]
+    if "weight" in backward:
+        products.append(lambda: grad.T @ x)
+    if "input" in backward:
+        products.append(lambda: grad @ weight)
+    return sum(_best_ms(product, repeats=repeats) for product in products)
 
 
 def adam_ms(module: nn.Module) -> float:
@@ -88,12 +95,11 @@ def likelihood_ms(n_rows: int, n_genes: int, zero_inflated: bool) -> float:
 
 def candidate_ms(decoder: nn.Module, n_pairs: int, n_genes: int, zero_inflated: bool) -> float:
     """Time of scoring ``n_pairs`` (cell, candidate) pairs: decoding (bfloat16 matrix products) and :func:`likelihood_ms`."""
-    decode = 0.0
-    for layer in decoder.modules():
-        if isinstance(layer, nn.Linear):
-            x = torch.randn(n_pairs, layer.in_features, dtype=torch.bfloat16)
-            weight = layer.weight.detach().bfloat16()
-            decode += _best_ms(lambda x=x, weight=weight: x @ weight.T, repeats=5)
+    decode = sum(
+        _linear_ms(layer, n_pairs, torch.bfloat16, repeats=5)
+        for layer in decoder.modules()
+        if isinstance(layer, nn.Linear)
+    )
     return decode + likelihood_ms(n_pairs, n_genes, zero_inflated)
 
 

@@ -176,7 +176,6 @@ class _DecoderLogLikelihood(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         log_rho, u, s, a, theta, zi_logits, zero_case, index, rows, counts, theta_at = ctx.saved_tensors
-        flat = index
         # d(log p)/da: 1 for the NB; for the ZINB, the posterior weight of the NB at zero counts, 1 elsewhere
         d_pi = None
         if zi_logits is None:
@@ -184,16 +183,16 @@ class _DecoderLogLikelihood(torch.autograd.Function):
             d_t = a.clone()
         else:
             d_a = torch.exp(a - zero_case)
-            d_a.reshape(-1).index_fill_(0, flat, 1.0)
+            d_a.reshape(-1).index_fill_(0, index, 1.0)
             d_pi = torch.exp(zi_logits - zero_case)
-            d_pi.reshape(-1).index_fill_(0, flat, 0.0)
+            d_pi.reshape(-1).index_fill_(0, index, 0.0)
             d_pi -= torch.sigmoid(zi_logits)
             d_u = -(d_a * theta * torch.exp(u - s))
             d_t = d_a * a
         # positive counts: x (u - s) adds x sigmoid(-u) = x exp(-s) to d/du; the lgamma terms add theta (psi(x+theta) - psi(theta)) to d/dlog(theta)
-        d_u.reshape(-1).index_add_(0, flat, counts * torch.exp(-s.reshape(-1).index_select(0, flat)))
+        d_u.reshape(-1).index_add_(0, index, counts * torch.exp(-s.reshape(-1).index_select(0, index)))
         d_t -= d_u
-        d_t.reshape(-1).index_add_(0, flat, theta_at * (torch.digamma(counts + theta_at) - torch.digamma(theta_at)))
+        d_t.reshape(-1).index_add_(0, index, theta_at * (torch.digamma(counts + theta_at) - torch.digamma(theta_at)))
         g = grad.unsqueeze(-1)
         d_u *= g
         d_library = d_u.sum(-1, keepdim=True)
