@@ -3,6 +3,7 @@ import pytest
 import scipy.sparse as sp
 import scvi
 from helpers import shared_types
+from lightning.pytorch.callbacks import Callback
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
@@ -24,6 +25,34 @@ def test_elbo_falls_during_training(synthetic):
     assert elbo[-1] < 0.9 * elbo[0]
     kl_weight = model.history["kl_weight"]["kl_weight"].to_numpy()
     assert (np.diff(kl_weight) >= 0).all() and 0.1 <= kl_weight.min() < kl_weight.max() <= 1.0
+
+
+class _StepRecorder(Callback):
+    """Records each training step's loss and minibatch size."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps.append((trainer.current_epoch, float(outputs["loss"]), batch["X"].shape[0]))
+
+
+def test_epoch_metrics_are_the_means_over_the_epochs_cells(synthetic):
+    """The plan logs once per epoch what scvi-tools logs per step: the cell-weighted mean of the step losses."""
+    recorder = _StepRecorder()
+    model = speciesvi.ContextVI(synthetic, n_latent=5)
+    model.train(max_epochs=3, batch_size=96, enable_progress_bar=False, callbacks=[recorder])
+    steps = np.array(recorder.steps)
+    assert len(set(steps[:, 2])) > 1  # a smaller last minibatch, so that the weighting matters
+    for epoch in range(3):
+        epoch_steps = steps[steps[:, 0] == epoch]
+        expected = np.average(epoch_steps[:, 1], weights=epoch_steps[:, 2])
+        np.testing.assert_allclose(model.history["train_loss"]["train_loss"].iloc[epoch], expected, rtol=1e-5)
+    history = {key: model.history[key][key].to_numpy(dtype=float) for key in model.history}
+    np.testing.assert_allclose(
+        history["elbo_train"], history["reconstruction_loss_train"] + history["kl_local_train"], rtol=1e-5
+    )
+    assert len(history["kl_weight"]) == 3
 
 
 def test_representations_and_normalized_expression(synthetic):

@@ -6,10 +6,10 @@ from speciesvi.module import ContextVAE
 from speciesvi.module._likelihood import (
     count_log_prob_sum,
     decoder_log_prob_sum,
-    logits_log_prob_sum,
     nb_log_prob_sum,
     zinb_log_prob_sum,
 )
+from speciesvi.module._selection import candidate_log_likelihoods
 
 
 def _batch(n_cells=16, n_genes=40, n_batch=2, seed=0):
@@ -75,21 +75,37 @@ def test_sparse_aware_likelihoods_match_scvi_distributions():
 
 
 @pytest.mark.parametrize("zero_inflated", [False, True])
-def test_likelihood_from_logits_matches_scvi_distributions_without_count_terms(zero_inflated):
-    """The candidate-selection likelihood (decoder logits in, lgamma terms out) against scvi-tools' distributions."""
+@pytest.mark.parametrize("per_candidate_theta", [False, True])
+def test_candidate_likelihoods_match_scvi_distributions_without_count_terms(zero_inflated, per_candidate_theta):
+    """The candidate-selection likelihood (logits - log theta in, shared terms out) against scvi-tools' distributions."""
     x, _ = _batch(n_cells=6, n_genes=50, seed=4)
     generator = torch.Generator().manual_seed(2)
-    logits = torch.randn(3, 6, 50, generator=generator) * 2  # 3 candidate means per cell
+    logits = torch.randn(6, 3, 50, generator=generator) * 2  # 3 candidate means per cell
     log_library = torch.randn(6, 1, generator=generator) + 5
-    log_theta = torch.randn(6, 50, generator=generator)
-    zi_logits = torch.randn(3, 6, 50, generator=generator) if zero_inflated else None
-    px = _scvi_distribution(logits, log_library, log_theta, zi_logits)
+    log_theta = (
+        torch.randn(6, 3, 50, generator=generator) if per_candidate_theta else torch.randn(6, 50, generator=generator)
+    )
+    zi_logits = torch.randn(6, 3, 50, generator=generator) if zero_inflated else None
+    log_theta_3d = log_theta if per_candidate_theta else log_theta.unsqueeze(1)
+    px = _scvi_distribution(logits, log_library.unsqueeze(1), log_theta_3d, zi_logits)
+    counts = x.unsqueeze(1).expand_as(px.mu)
     theta = px.theta
-    count_terms = (torch.lgamma(x + theta) - torch.lgamma(theta) - torch.lgamma(x + 1)).sum(-1)
-    expected = px.log_prob(x.expand_as(px.mu)).sum(-1) - count_terms
-    result = logits_log_prob_sum(logits, log_library, log_theta, x, zi_logits)
-    assert result.shape == (3, 6)
+    # left out: terms that are the same for all candidates of a cell
+    shared_terms = -torch.lgamma(counts + 1).sum(-1)
+    if not per_candidate_theta:
+        shared_terms = shared_terms + (torch.lgamma(counts + theta) - torch.lgamma(theta)).sum(-1)
+    expected = px.log_prob(counts).sum(-1) - shared_terms
+    v = logits - log_theta_3d
+    result = candidate_log_likelihoods(
+        v.clone(), log_library, log_theta.exp(), x, None if zi_logits is None else zi_logits.clone()
+    )
+    assert result.shape == (6, 3)
     torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-3)
+    # logits beyond float32's exp range are shifted first (softmax is shift invariant)
+    shifted = candidate_log_likelihoods(
+        v + 150.0, log_library, log_theta.exp(), x, None if zi_logits is None else zi_logits.clone()
+    )
+    torch.testing.assert_close(shifted, expected, rtol=1e-5, atol=1e-3)
 
 
 @pytest.mark.parametrize("zero_inflated", [False, True])

@@ -77,6 +77,35 @@ def test_eta_zero_switches_the_alignment_off(two_species):
     assert (model.history["alignment_train"]["alignment_train"] == 0).all()
 
 
+@pytest.mark.parametrize("gene_likelihood", ["zinb", "nb"])
+@pytest.mark.parametrize("dispersion", ["gene-batch", "gene-cell"])
+def test_best_candidate_maximises_the_decoders_likelihood(two_species, gene_likelihood, dispersion):
+    """The chosen candidate is the one whose decoding (dropout off) gives the cell's counts the highest likelihood."""
+    context, target = two_species
+    model = speciesvi.TargetVI(
+        target, _context_model(context), n_candidates=10, gene_likelihood=gene_likelihood, dispersion=dispersion
+    )
+    module = model.module.train()
+    module.fast_selection = False
+    module.context_z_std.zero_()  # candidates at their posterior means, so that the choice is deterministic
+    cells = slice(0, 40)
+    x = torch.as_tensor(target.X[cells].toarray() if hasattr(target.X, "toarray") else target.X[cells]).float()
+    batch = torch.tensor(target.obs["batch"].cat.codes.to_numpy()[cells], dtype=torch.long).unsqueeze(1)
+    candidates = torch.tensor(target.obsm["homolog_neighbors"][cells, :10], dtype=torch.long)
+    log_library = torch.log(x.sum(1, keepdim=True))
+
+    chosen = module.best_candidates(x, batch, log_library, candidates)
+
+    assert module.training and module.decoder.training  # the decoder's mode is restored
+    module.decoder.eval()
+    with torch.no_grad():
+        z = module.context_z_mean[candidates]  # (cells, k, latent)
+        outputs = module.decoder.outputs(z.transpose(0, 1), batch)  # candidates first: (k, cells, genes)
+        px = module.decoder.distribution(outputs, log_library)
+        expected = candidates.gather(1, px.log_prob(x).sum(-1).argmax(0, keepdim=True).T).squeeze(1)
+    torch.testing.assert_close(chosen, expected)
+
+
 def test_save_load_round_trip_and_wrong_context_is_refused(two_species, tmp_path):
     context, target = two_species
     context_model = _context_model(context)

@@ -85,67 +85,13 @@ def count_log_prob_sum(
     return px.log_prob(x).sum(-1)
 
 
-def logits_log_prob_sum(
-    logits: torch.Tensor,
-    log_library: torch.Tensor,
-    log_theta: torch.Tensor,
-    x: torch.Tensor,
-    zi_logits: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Per-cell NB or ZINB log-likelihood of counts ``x`` straight from decoder outputs, without ``lgamma`` terms.
-
-    Equals ``count_log_prob_sum(px, x, count_terms=False)`` for ``mu = softmax(logits) * exp(log_library)``,
-    ``theta = exp(log_theta)``, in fewer passes over the ``(..., cells, genes)`` arrays: with
-    ``u = log(mu / theta)`` and ``s = softplus(u) = log(1 + mu / theta)``, a zero count has NB log-probability
-    ``a = -theta s`` and a positive count adds ``x (u - s)``; zero inflation turns the zero case into
-    ``logaddexp(pi, a) - softplus(pi)``. The positive-count terms are gathered at the non-zeros of ``x`` only.
-    For comparing candidate means of the same counts (the lgamma terms depend on the counts only).
-
-    Parameters
-    ----------
-    logits
-        Decoder logits, ``(..., cells, genes)`` (any float dtype; computed in float32).
-    log_library
-        Log library size per cell, ``(cells, 1)``.
-    log_theta
-        Log inverse dispersion, broadcastable to ``logits``.
-    x
-        Counts, ``(cells, genes)``.
-    zi_logits
-        Zero-inflation logits (ZINB), shaped as ``logits``; ``None`` for NB.
-
-    Returns
-    -------
-    torch.Tensor
-        ``(..., cells)``.
-    """
-    logits = logits.float()
-    u = logits - (torch.logsumexp(logits, dim=-1, keepdim=True) - log_library)
-    u = u.sub_(log_theta)
-    s = F.softplus(u)
-    rows, cols = x.nonzero(as_tuple=True)
-    positive = x[rows, cols] * (u[..., rows, cols] - s[..., rows, cols])
-    a = s.mul_(-log_theta.exp())  # s is not needed any more
-    if zi_logits is None:
-        dense = a.sum(-1)
-    else:
-        pi = zi_logits.float()
-        zero_case = torch.logaddexp(pi, a)
-        dense = zero_case.sum(-1) - F.softplus(pi).sum(-1)
-        # a positive count has log(1 - p_zi) + a + x (u - s) instead of the zero case
-        positive = positive + a[..., rows, cols] - zero_case[..., rows, cols]
-    sums = torch.zeros(*positive.shape[:-1], x.shape[0], dtype=positive.dtype, device=positive.device)
-    return dense + sums.index_add_(-1, rows, positive)
-
-
 class _DecoderLogLikelihood(torch.autograd.Function):
     """Per-cell NB/ZINB log-likelihood from decoder outputs, with a hand-written backward pass.
 
     Autograd through softmax, ``mu = rho * l``, the distribution's ``log_prob`` and the gathers at the
     non-zero counts records some forty passes over the ``(cells, genes)`` arrays; the gradients in
-    closed form need about a third of them. Notation as in :func:`logits_log_prob_sum`:
-    ``u = log(mu / theta)``, ``s = softplus(u)``, ``a = -theta s`` (log-probability of a zero count under
-    the NB), ``pi`` the zero-inflation logits.
+    closed form need about a third of them. Notation: ``u = log(mu / theta)``, ``s = softplus(u)``,
+    ``a = -theta s`` (log-probability of a zero count under the NB), ``pi`` the zero-inflation logits.
     """
 
     @staticmethod

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from typing import Literal
 
 import torch
@@ -12,15 +14,24 @@ from scvi.module.base import LossOutput, auto_move_data
 
 from ._components import InnerEncoder
 from ._context import INTER_KEY, ContextVAE
-from ._likelihood import logits_log_prob_sum
 from ._precision import fast_matmul_dtype
+from ._selection import score_candidates
 
 NEIGHBORS_KEY = "homolog_neighbors"
 AGREEMENT_KEY = "homolog_agreement"
 ALIGNMENT_KEY = "alignment"
-#: Elements of the (candidates, cells, genes) arrays scored at once in the candidate selection (4 MiB of float32).
-SELECTION_BLOCK = 2**20
 Alignment = Literal["inter", "latent"]
+
+
+@contextlib.contextmanager
+def _predicting(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Put ``module`` in evaluation mode (no dropout) for the duration of the block, then restore its mode."""
+    training = module.training
+    module.train(False)
+    try:
+        yield module
+    finally:
+        module.train(training)
 
 
 class TargetVAE(ContextVAE):
@@ -118,41 +129,30 @@ class TargetVAE(ContextVAE):
         candidates
             Context indices, ``(cells, k)``.
 
-        The candidates are decoded without gradients and, with ``fast_selection`` on hardware where they are
-        fast (:func:`~speciesvi.module._precision.fast_matmul_dtype`), with bfloat16 matrix products; only the
-        choice of the best candidate depends on them. Their likelihoods come straight from
-        the decoder logits (:func:`~speciesvi.module._likelihood.logits_log_prob_sum`), a few cells at a time.
+        Each candidate's z is sampled from its context posterior and decoded without gradients by the decoder
+        as it predicts (dropout off: the choice should not depend on which hidden units dropout silenced in
+        this step). With ``fast_selection`` on hardware where they are fast
+        (:func:`~speciesvi.module._precision.fast_matmul_dtype`), the output layers' products are bfloat16; only
+        the choice of the best candidate depends on them. Scoring:
+        :func:`~speciesvi.module._selection.score_candidates`.
         """
         cand = candidates.long()
+        n_cells, k = cand.shape
         decoder = self.decoder
-        with torch.no_grad():
-            bfloat16 = self.fast_selection and fast_matmul_dtype(x.device) == torch.bfloat16
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bfloat16):
-                mean, std = self.context_z_mean[cand], self.context_z_std[cand]  # (cells, k, L)
-                z = (mean + std * torch.randn_like(std)).transpose(0, 1)  # (k, cells, L)
-                hidden = decoder.hidden(z, batch_index)
-                logits = decoder.logits(hidden)
-                zi_logits = None if decoder.zi_logits is None else decoder.zi_logits(hidden)
-                log_theta = decoder.log_theta_for(hidden, batch_index)
-            log_theta = log_theta.float().expand_as(logits)
-            log_library = log_library.detach()
-            # the likelihood a few cells at a time, so that its (k, cells, genes) arrays stay in the CPU cache
-            step = max(1, SELECTION_BLOCK // (logits.shape[0] * logits.shape[2]))
-            log_lik = torch.cat(
-                [
-                    logits_log_prob_sum(
-                        logits[:, rows],
-                        log_library[rows],
-                        log_theta[:, rows],
-                        x[rows],
-                        None if zi_logits is None else zi_logits[:, rows],
-                    )
-                    for rows in (slice(start, start + step) for start in range(0, x.shape[0], step))
-                ],
-                dim=1,
-            )  # (k, cells)
-        best = log_lik.argmax(0)
-        return cand.gather(1, best.unsqueeze(1)).squeeze(1)
+        fast = self.fast_selection and fast_matmul_dtype(x.device) == torch.bfloat16
+        with torch.no_grad(), _predicting(decoder):
+            mean, std = self.context_z_mean[cand], self.context_z_std[cand]  # (cells, k, L)
+            z = (mean + std * torch.randn_like(std)).reshape(n_cells * k, -1)
+            hidden = decoder.hidden(z, batch_index.repeat_interleave(k, dim=0)).view(n_cells, k, -1)
+            log_lik = score_candidates(
+                decoder,
+                hidden,
+                batch_index,
+                log_library.detach(),
+                x,
+                matmul_dtype=torch.bfloat16 if fast else torch.float32,
+            )
+        return cand.gather(1, log_lik.argmax(1, keepdim=True)).squeeze(1)
 
     def alignment_loss(
         self,

@@ -1,17 +1,25 @@
-"""Training plans: scvi-tools' TrainingPlan with a fused Adam, and the η warm-up of the alignment term."""
+"""Training plans: scvi-tools' TrainingPlan with a fused Adam and epoch-level logging, and the η warm-up of the alignment term."""
 
 from __future__ import annotations
 
 import torch
+from scvi.module.base import LossOutput
 from scvi.train import TrainingPlan
 
 from ..module import ALIGNMENT_KEY
 
 
 class SpeciesTrainingPlan(TrainingPlan):
-    """:class:`scvi.train.TrainingPlan` whose ``"Adam"`` optimizer uses PyTorch's fused kernel.
+    """:class:`scvi.train.TrainingPlan` with PyTorch's fused Adam, logging its training metrics once per epoch.
 
-    The fused Adam gives the same updates as the default one, in a single pass over the parameters.
+    - ``optimizer="Adam"`` uses the fused kernel: the same updates as the default one, in a single pass over
+      the parameters.
+    - scvi-tools' plan logs six or more values on every training step, and each Lightning ``log`` call moves and
+      copies its metadata: on a CPU that is several milliseconds per step, a sixth of a step of these models.
+      With ``on_step=False`` (the default) this plan adds the same quantities up over the epoch and logs them
+      once, in its last step (so that callbacks see them at the end of the epoch): ``train_loss``, ``elbo_train``, ``reconstruction_loss_train``, ``kl_local_train``,
+      ``kl_global_train``, ``kl_weight`` and each scalar extra metric as ``<name>_train``, with the values
+      scvi-tools' plan records (means over the epoch's cells). With ``on_step=True`` it logs as scvi-tools does.
     """
 
     def get_optimizer_creator(self):
@@ -21,6 +29,78 @@ class SpeciesTrainingPlan(TrainingPlan):
         return lambda params: torch.optim.Adam(
             params, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay, fused=True
         )
+
+    def on_train_epoch_start(self) -> None:
+        """Start the epoch's sums."""
+        super().on_train_epoch_start()
+        self._epoch_sums: torch.Tensor | None = None
+        self._epoch_batches = 0
+        self._epoch_logged = False
+
+    def training_step(self, batch, batch_idx):
+        """Training step: the loss, its parts added to the epoch's sums (logged at the end of the epoch)."""
+        if self.on_step:
+            return super().training_step(batch, batch_idx)
+        if "kl_weight" in self.loss_kwargs:
+            self._last_kl_weight = self.kl_weight
+            self.loss_kwargs.update({"kl_weight": self._last_kl_weight})
+        _, _, loss_output = self.forward(batch, loss_kwargs=self.loss_kwargs)
+        self._add_to_epoch(loss_output)
+        if batch_idx + 1 >= self.trainer.num_training_batches:
+            self.log_epoch_metrics()
+        return loss_output.loss
+
+    def _add_to_epoch(self, loss_output: LossOutput) -> None:
+        n_obs = loss_output.n_obs_minibatch
+        self._extra_keys = [
+            key
+            for key, value in (loss_output.extra_metrics or {}).items()
+            if isinstance(value, torch.Tensor) and value.dim() == 0
+        ]
+        parts = [
+            torch.as_tensor(n_obs, dtype=torch.float64),
+            loss_output.loss.detach() * n_obs,
+            loss_output.reconstruction_loss_sum.detach(),
+            loss_output.kl_local_sum.detach(),
+            loss_output.kl_global_sum.detach(),
+            *(loss_output.extra_metrics[key].detach() * n_obs for key in self._extra_keys),
+        ]
+        sums = torch.stack([part.to(device=parts[1].device, dtype=torch.float64) for part in parts])
+        self._epoch_sums = sums if self._epoch_sums is None else self._epoch_sums + sums
+        self._epoch_batches += 1
+
+    def epoch_metrics(self) -> dict[str, torch.Tensor]:
+        """Training metrics of the current epoch so far, as scvi-tools' plan records them (empty before its first step)."""
+        if getattr(self, "_epoch_sums", None) is None:
+            return {}
+        n_obs, loss, reconstruction, kl_local, kl_global, *extras = self._epoch_sums.float()
+        kl_global_mean = kl_global / self._epoch_batches
+        n_total = self.n_obs_training if self.n_obs_training else 1
+        metrics = {
+            "train_loss": loss / n_obs,
+            "elbo_train": (reconstruction + kl_local) / n_obs + kl_global_mean / n_total,
+            "reconstruction_loss_train": reconstruction / n_obs,
+            "kl_local_train": kl_local / n_obs,
+            "kl_global_train": kl_global_mean,
+        }
+        metrics.update({f"{key}_train": value / n_obs for key, value in zip(self._extra_keys, extras, strict=True)})
+        return metrics
+
+    def log_epoch_metrics(self) -> None:
+        """Log the epoch's training metrics (:meth:`epoch_metrics`) and the KL weight, once per epoch."""
+        if self._epoch_logged:
+            return
+        self._epoch_logged = True
+        for name, value in self.epoch_metrics().items():
+            self.log(name, value, on_step=False, on_epoch=True, prog_bar=name == "train_loss")
+        if hasattr(self, "_last_kl_weight"):
+            self.log("kl_weight", float(self._last_kl_weight), on_step=False, on_epoch=True)
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch's training metrics if the last step did not (a loader of unknown length)."""
+        super().on_train_epoch_end()
+        if not self.on_step and self._epoch_sums is not None:
+            self.log_epoch_metrics()
 
 
 def linear_warmup(epoch: int, n_epochs: int, start: float, end: float) -> float:
@@ -75,8 +155,19 @@ class AlignmentTrainingPlan(SpeciesTrainingPlan):
     def training_step(self, batch, batch_idx):
         """Training step with the current η."""
         self.loss_kwargs.update({"eta": self.eta})
-        self.log("eta", self.eta, on_step=False, on_epoch=True)
+        if self.on_step:
+            self.log("eta", self.eta, on_step=False, on_epoch=True)
         return super().training_step(batch, batch_idx)
+
+    def log_epoch_metrics(self) -> None:
+        """Log the epoch's metrics, η and the alignment term (also shown in the progress bar as ``align``)."""
+        if self._epoch_logged:
+            return
+        alignment = self.epoch_metrics().get(f"{ALIGNMENT_KEY}_train")
+        self.log("eta", float(self.eta), on_step=False, on_epoch=True)
+        if alignment is not None:
+            self.log("align", alignment, on_step=False, on_epoch=True, prog_bar=True)
+        super().log_epoch_metrics()
 
     def compute_and_log_metrics(self, loss_output, metrics, mode):
         """Log as scvi-tools does (``alignment_train`` in the history), and show the alignment term in the progress bar."""
