@@ -78,7 +78,7 @@ def test_eta_zero_switches_the_alignment_off(two_species):
 
 
 @pytest.mark.parametrize("gene_likelihood", ["zinb", "nb"])
-@pytest.mark.parametrize("dispersion", ["gene-batch", "gene-cell"])
+@pytest.mark.parametrize("dispersion", ["gene", "gene-batch", "gene-cell"])
 def test_best_candidate_maximises_the_decoders_likelihood(two_species, gene_likelihood, dispersion):
     """The chosen candidate is the one whose decoding (dropout off) gives the cell's counts the highest likelihood."""
     context, target = two_species
