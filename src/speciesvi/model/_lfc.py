@@ -21,6 +21,7 @@ from ..module._lfc import (
     mahalanobis_inliers,
     sample_homologous_expression,
 )
+from ..module._modes import predicting
 from ..module._precision import fast_matmul_dtype
 from ..tl._labels import HETEROGENEOUS, UNASSIGNED
 
@@ -78,10 +79,8 @@ def _posteriors(model, batch_size: int | None) -> _SpeciesPosteriors:
     """One encoding pass over a model's AnnData (a ContextVI or TargetVI)."""
     model._check_if_trained(warn=False)
     module = model.module
-    training = module.training
-    module.eval()
     parts: list[list[torch.Tensor]] = [[], [], [], []]
-    try:
+    with predicting(module):
         for tensors in model._make_data_loader(adata=model.adata, batch_size=batch_size, shuffle=False):
             x = tensors[REGISTRY_KEYS.X_KEY].to(model.device)
             batch_index = tensors[REGISTRY_KEYS.BATCH_KEY].to(model.device)
@@ -89,8 +88,6 @@ def _posteriors(model, batch_size: int | None) -> _SpeciesPosteriors:
             library_mean, library_std = module.library_posterior(x, batch_index)
             for part, value in zip(parts, (z_mean, z_std, library_mean[:, 0], library_std[:, 0]), strict=True):
                 part.append(value.cpu())
-    finally:
-        module.train(training)
     arrays = [torch.cat(part).numpy() for part in parts]
     batches = np.asarray(model.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).reshape(-1).astype(np.int64)
     return _SpeciesPosteriors(*arrays, batches=batches)
@@ -349,12 +346,9 @@ class HomologLfcMixin:
         dtype = self._matmul_dtype(precision)
         target_genes = np.asarray(self.adata.var_names[target_idx], dtype=object)
         context_genes = np.asarray(self.context_model.adata.var_names[context_idx], dtype=object)
-        decoders = (self.module.decoder, self.context_model.module.decoder)
-        modes = [decoder.training for decoder in decoders]
+        target_decoder, context_decoder = self.module.decoder, self.context_model.module.decoder
         frames, counts = [], {}
-        try:
-            for decoder in decoders:
-                decoder.eval()
+        with predicting(target_decoder), predicting(context_decoder):
             for cell_type in track(types, description="Homolog LFC", disable=not progress_bar):
                 target, context = per_type[cell_type]
                 stats = homolog_lfc_statistics(
@@ -387,9 +381,6 @@ class HomologLfcMixin:
                     int((stats["p"] > 0.9).sum()),
                     len(frame),
                 )
-        finally:
-            for decoder, mode in zip(decoders, modes, strict=True):
-                decoder.train(mode)
         result = pd.concat(frames, ignore_index=True)[list(LFC_COLUMNS)]
         result["cell_type"] = pd.Categorical(result["cell_type"], categories=types)
         result.attrs["params"] = {
@@ -447,12 +438,9 @@ class HomologLfcMixin:
         generator = self._generator(random_state)
         target_genes = pd.Index(self.adata.var_names[target_idx], name="gene_target")
         context_genes = pd.Index(self.context_model.adata.var_names[context_idx], name="gene_context")
-        decoders = (self.module.decoder, self.context_model.module.decoder)
-        modes = [decoder.training for decoder in decoders]
+        target_decoder, context_decoder = self.module.decoder, self.context_model.module.decoder
         target_out, context_out = {}, {}
-        try:
-            for decoder in decoders:
-                decoder.eval()
+        with predicting(target_decoder), predicting(context_decoder):
             for cell_type in types:
                 target, context = per_type[cell_type]
                 rho_t, rho_c = sample_homologous_expression(
@@ -465,7 +453,4 @@ class HomologLfcMixin:
                 )
                 target_out[cell_type] = pd.DataFrame(rho_t.numpy(), columns=target_genes)
                 context_out[cell_type] = pd.DataFrame(rho_c.numpy(), columns=context_genes)
-        finally:
-            for decoder, mode in zip(decoders, modes, strict=True):
-                decoder.train(mode)
         return target_out, context_out

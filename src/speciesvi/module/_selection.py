@@ -5,8 +5,7 @@ under the cell's batch and library size, and keeps the candidate under which the
 That is ``k`` decodings of every aligned cell over all genes, the largest single cost of a TargetVI training step
 on a CPU, so it is written here with as few passes over the ``(cells, k, genes)`` arrays as the arithmetic allows:
 one matrix product for the logits and one for the zero-inflation logits of every candidate (bfloat16 where
-that is fast),
-then, a few cells at a time so that the arrays stay in the CPU cache, about ten elementwise passes; the terms at
+that is fast), then, a few cells at a time so that the arrays stay in the CPU cache, about ten elementwise passes; the terms at
 the non-zero counts are dot products with the counts instead of gathers.
 """
 
@@ -74,7 +73,8 @@ def candidate_log_likelihoods(
     s = e.mul_(log_scale.exp().unsqueeze(-1)).add_(1.0).log_()  # log(1 + r)
     positive = sum_x_v + x.sum(-1, keepdim=True) * log_scale - _dot(s, x)  # sum of x (log r - s)
     a = s.mul_(-(theta.unsqueeze(1) if theta.dim() == 2 else theta))
-    rows, cols = x.nonzero(as_tuple=True)
+    if theta.dim() == 3 or zi_logits is not None:
+        rows, cols = x.nonzero(as_tuple=True)
     if theta.dim() == 3:  # per-candidate dispersions: their lgamma terms differ between candidates
         theta_at, counts = theta[rows, :, cols], x[rows, cols].unsqueeze(1)
         positive = positive.index_add_(0, rows, torch.lgamma(counts + theta_at) - torch.lgamma(theta_at))
@@ -125,21 +125,19 @@ def score_candidates(
     outputs = [torch.mm(flat_hidden, layer.weight.to(matmul_dtype).T) for layer in layers]  # (cells * k, genes)
     if decoder.dispersion == "gene-cell":
         log_theta = decoder.log_theta_for(hidden, batch_index)  # (cells, k, genes)
-        shift = decoder.logits.bias
+        shift = decoder.logits.bias - log_theta
     else:
         log_theta = decoder.log_theta_for(hidden[:, 0], batch_index).expand(n_cells, n_genes)
-        shift = (decoder.logits.bias - log_theta).unsqueeze(1)  # v = logits - log theta
-    theta = log_theta.exp()
+        shift = (decoder.logits.bias - log_theta).unsqueeze(1)
+    theta = log_theta.exp()  # v = logits + shift = logits - log theta
     step = max(1, SELECTION_BLOCK // (k * n_genes))
     scores = []
     for start in range(0, n_cells, step):
         rows = slice(start, start + step)
         # float32 blocks (the products' own memory when they are float32 already: they are scratch)
         logits, *zi = (output[rows.start * k : rows.stop * k].float().view(-1, k, n_genes) for output in outputs)
-        if decoder.dispersion == "gene-cell":
-            v = logits.add_(shift).sub_(log_theta[rows])
-        else:
-            v = logits.add_(shift[rows])
         zi_logits = zi[0].add_(decoder.zi_logits.bias) if zi else None
-        scores.append(candidate_log_likelihoods(v, log_library[rows], theta[rows], x[rows], zi_logits))
+        scores.append(
+            candidate_log_likelihoods(logits.add_(shift[rows]), log_library[rows], theta[rows], x[rows], zi_logits)
+        )
     return torch.cat(scores)

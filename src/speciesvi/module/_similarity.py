@@ -39,6 +39,7 @@ from scvi.utils import track
 
 from ._components import ExpressionDecoder
 from ._likelihood import EPS, count_log_prob_sum
+from ._modes import predicting
 
 try:  # numba comes with pynndescent and scanpy; the torch backend works without it
     import numba
@@ -681,9 +682,7 @@ def candidate_log_likelihood(
     jobs = _plan_jobs(candidates, batch_index, log_library, n_grid, chunk_size, dense)
     if backend == "numba":
         indptr, indices, data = _numpy(counts.indptr), _numpy(counts.indices), _numpy(counts.data, np.float32)
-    was_training = decoder.training
-    decoder.eval()
-    try:
+    with predicting(decoder):
         for job in track(jobs, description="Similarity", disable=not progress_bar or len(jobs) < 2):
             chunk = decode_chunk(decoder, z_candidates[job.codes], job.batch)
             cells = torch.div(job.pairs, k, rounding_mode="floor")
@@ -727,8 +726,6 @@ def candidate_log_likelihood(
                 )
                 sparse_part = torch.from_numpy(sparse_np)
             out[job.pairs] = dense_part + sparse_part
-    finally:
-        decoder.train(was_training)
     return out.reshape(n_cells, k)
 
 
@@ -828,12 +825,8 @@ def reference_log_likelihood(
     >>> reference_log_likelihood(decoder, torch.randn(3, 2), torch.ones(3, 5), torch.zeros(3), torch.ones(3)).shape
     torch.Size([3])
     """
-    was_training = decoder.training
-    decoder.eval()
-    try:
+    with predicting(decoder):
         batch = torch.as_tensor(batch_index).reshape(-1, 1).long()
         log_l = torch.as_tensor(log_library, dtype=torch.float32).reshape(-1, 1)
         px = decoder(z.float(), batch, log_l)
         return count_log_prob_sum(px, x.float(), count_terms=False)
-    finally:
-        decoder.train(was_training)

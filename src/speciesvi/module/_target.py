@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Iterator
 from typing import Literal
 
 import torch
@@ -14,6 +12,7 @@ from scvi.module.base import LossOutput, auto_move_data
 
 from ._components import InnerEncoder
 from ._context import INTER_KEY, ContextVAE
+from ._modes import predicting
 from ._precision import fast_matmul_dtype
 from ._selection import score_candidates
 
@@ -21,17 +20,6 @@ NEIGHBORS_KEY = "homolog_neighbors"
 AGREEMENT_KEY = "homolog_agreement"
 ALIGNMENT_KEY = "alignment"
 Alignment = Literal["inter", "latent"]
-
-
-@contextlib.contextmanager
-def _predicting(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """Put ``module`` in evaluation mode (no dropout) for the duration of the block, then restore its mode."""
-    training = module.training
-    module.train(False)
-    try:
-        yield module
-    finally:
-        module.train(training)
 
 
 class TargetVAE(ContextVAE):
@@ -140,7 +128,7 @@ class TargetVAE(ContextVAE):
         n_cells, k = cand.shape
         decoder = self.decoder
         fast = self.fast_selection and fast_matmul_dtype(x.device) == torch.bfloat16
-        with torch.no_grad(), _predicting(decoder):
+        with torch.no_grad(), predicting(decoder):
             mean, std = self.context_z_mean[cand], self.context_z_std[cand]  # (cells, k, L)
             z = (mean + std * torch.randn_like(std)).reshape(n_cells * k, -1)
             hidden = decoder.hidden(z, batch_index.repeat_interleave(k, dim=0)).view(n_cells, k, -1)

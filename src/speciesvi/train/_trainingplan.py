@@ -17,9 +17,10 @@ class SpeciesTrainingPlan(TrainingPlan):
     - scvi-tools' plan logs six or more values on every training step, and each Lightning ``log`` call moves and
       copies its metadata: on a CPU that is several milliseconds per step, a sixth of a step of these models.
       With ``on_step=False`` (the default) this plan adds the same quantities up over the epoch and logs them
-      once, in its last step (so that callbacks see them at the end of the epoch): ``train_loss``, ``elbo_train``, ``reconstruction_loss_train``, ``kl_local_train``,
-      ``kl_global_train``, ``kl_weight`` and each scalar extra metric as ``<name>_train``, with the values
-      scvi-tools' plan records (means over the epoch's cells). With ``on_step=True`` it logs as scvi-tools does.
+      once, in its last step (so that callbacks see them at the end of the epoch): ``train_loss``,
+      ``elbo_train``, ``reconstruction_loss_train``, ``kl_local_train``, ``kl_global_train``, ``kl_weight`` and
+      each scalar extra metric as ``<name>_train``, with the values scvi-tools' plan records (means over the
+      epoch's cells). With ``on_step=True`` it logs as scvi-tools does.
     """
 
     def get_optimizer_creator(self):
@@ -52,11 +53,12 @@ class SpeciesTrainingPlan(TrainingPlan):
 
     def _add_to_epoch(self, loss_output: LossOutput) -> None:
         n_obs = loss_output.n_obs_minibatch
-        self._extra_keys = [
-            key
-            for key, value in (loss_output.extra_metrics or {}).items()
-            if isinstance(value, torch.Tensor) and value.dim() == 0
-        ]
+        if self._epoch_sums is None:  # the scalar extra metrics, named once per epoch
+            self._extra_keys = [
+                key
+                for key, value in (loss_output.extra_metrics or {}).items()
+                if isinstance(value, torch.Tensor) and value.dim() == 0
+            ]
         parts = [
             torch.as_tensor(n_obs, dtype=torch.float64),
             loss_output.loss.detach() * n_obs,
@@ -91,10 +93,15 @@ class SpeciesTrainingPlan(TrainingPlan):
         if self._epoch_logged:
             return
         self._epoch_logged = True
-        for name, value in self.epoch_metrics().items():
+        metrics = self.epoch_metrics()
+        for name, value in metrics.items():
             self.log(name, value, on_step=False, on_epoch=True, prog_bar=name == "train_loss")
         if hasattr(self, "_last_kl_weight"):
             self.log("kl_weight", float(self._last_kl_weight), on_step=False, on_epoch=True)
+        self._log_epoch_extras(metrics)
+
+    def _log_epoch_extras(self, metrics: dict[str, torch.Tensor]) -> None:
+        """Subclasses log values derived from the epoch's ``metrics`` here (nothing by default)."""
 
     def on_train_epoch_end(self) -> None:
         """Log the epoch's training metrics if the last step did not (a loader of unknown length)."""
@@ -159,15 +166,12 @@ class AlignmentTrainingPlan(SpeciesTrainingPlan):
             self.log("eta", self.eta, on_step=False, on_epoch=True)
         return super().training_step(batch, batch_idx)
 
-    def log_epoch_metrics(self) -> None:
-        """Log the epoch's metrics, η and the alignment term (also shown in the progress bar as ``align``)."""
-        if self._epoch_logged:
-            return
-        alignment = self.epoch_metrics().get(f"{ALIGNMENT_KEY}_train")
+    def _log_epoch_extras(self, metrics: dict[str, torch.Tensor]) -> None:
+        """Log η and the alignment term (also shown in the progress bar as ``align``)."""
         self.log("eta", float(self.eta), on_step=False, on_epoch=True)
+        alignment = metrics.get(f"{ALIGNMENT_KEY}_train")
         if alignment is not None:
             self.log("align", alignment, on_step=False, on_epoch=True, prog_bar=True)
-        super().log_epoch_metrics()
 
     def compute_and_log_metrics(self, loss_output, metrics, mode):
         """Log as scvi-tools does (``alignment_train`` in the history), and show the alignment term in the progress bar."""
