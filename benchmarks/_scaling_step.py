@@ -42,13 +42,10 @@ def prepare(cells: int, seed: int) -> None:
     from bench_label_transfer import load_pair
     from bench_label_transfer_scale import tile
 
-    import speciesvi
-
     folder.mkdir(parents=True, exist_ok=True)
-    mouse, human = load_pair()
+    mouse, human = load_pair()  # translate_genes, then select_genes, on the original cells (the models' genes)
     rng = np.random.default_rng(seed)
-    mouse, human = tile(mouse, cells, rng), tile(human, cells, rng)
-    speciesvi.pp.translate_genes(human, speciesvi.pp.homology_table("human", "mouse"), context=mouse)
+    mouse, human = tile(mouse, cells, rng), tile(human, cells, rng)  # keeps human.var["context_gene"]
     mouse.write_h5ad(folder / "mouse.h5ad")
     human.write_h5ad(folder / "human.h5ad")
 

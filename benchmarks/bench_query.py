@@ -382,8 +382,7 @@ def main() -> None:
     torch.set_num_threads(1)
     WORK.mkdir(parents=True, exist_ok=True)
 
-    mouse, human = load_pair()
-    speciesvi.pp.translate_genes(human, speciesvi.pp.homology_table("human", "mouse"), context=mouse)
+    mouse, human = load_pair()  # translate_genes, then select_genes
     speciesvi.ContextVI.setup_anndata(mouse, batch_key=BATCH, labels_key=LABELS)
     context, context_time = train_context(mouse, args.seed, args.epochs)
     results = {

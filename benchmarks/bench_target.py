@@ -261,10 +261,7 @@ def main() -> None:
         contexts[seed] = target.context_model
     if not args.speed_only:
         results["types"] = sorted(results["aligned"][str(args.seeds[0])]["recall"])
-    _, human = load_pair()
-    speciesvi.pp.translate_genes(
-        human, speciesvi.pp.homology_table("human", "mouse"), context=contexts[args.seeds[0]].adata
-    )
+    _, human = load_pair()  # translate_genes, then select_genes: the genes of the cached models
     speciesvi.pp.homolog_neighbors(human, contexts[args.seeds[0]].adata, labels_key=LABELS)
     speciesvi.TargetVI.setup_anndata(human, batch_key=BATCH)
     for seed in [] if args.speed_only else args.seeds:

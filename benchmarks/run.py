@@ -177,11 +177,8 @@ def baron_data() -> dict[str, Path]:
         return files
     from bench_label_transfer import load_pair
 
-    import speciesvi
-
     folder.mkdir(parents=True, exist_ok=True)
-    mouse, human = load_pair()
-    speciesvi.pp.translate_genes(human, speciesvi.pp.homology_table("human", "mouse"), context=mouse)
+    mouse, human = load_pair()  # translate_genes, then select_genes
     symbols = human.var["context_gene"].astype(object)
     keep = symbols.notna().to_numpy() & np.isin(symbols.astype(str), mouse.var_names)
     human = human[:, keep].copy()
@@ -548,8 +545,8 @@ def baron_markdown(payload: dict) -> tuple[str, str]:
         "## Protocol",
         "",
         "- Data: all Baron cells (mouse 1,886, human 2,142) with the gene selection of "
-        "`benchmarks/bench_label_transfer.py` (per species its 4,000 most variable genes plus the one-to-one "
-        "orthologs of the other species' ones). speciesvi uses all these genes; the peers get the one-to-one "
+        "`benchmarks/bench_label_transfer.py` (`speciesvi.pp.select_genes`: per species its 4,000 most variable "
+        "genes plus the homologs of the other species' ones). speciesvi uses all these genes; the peers get the one-to-one "
         "homologous genes among them (human genes renamed to their mouse symbols); the original selects its own "
         "4,000 variable genes per species and drops cell types with <= 3 cells in every donor (it crashes on them), "
         "so it is scored on the cells it keeps.",

@@ -135,6 +135,7 @@ def run(output: Path, epochs: int = 40, seed: int = 0) -> dict:
     start = time.perf_counter()
     table = speciesvi.pp.homology_table("human", "mouse")
     speciesvi.pp.translate_genes(human, table, context=mouse)
+    speciesvi.pp.select_genes(human, mouse, target_batch_key=BATCH_KEY, context_batch_key=BATCH_KEY)
     speciesvi.pp.homolog_neighbors(human, mouse, labels_key=LABELS_KEY)
     timings["homology_and_neighbors_s"] = time.perf_counter() - start
 
@@ -202,7 +203,16 @@ def run(output: Path, epochs: int = 40, seed: int = 0) -> dict:
     plt.close("all")
     context.save(output / "models" / "context", overwrite=True)
     target.save(output / "models" / "target", overwrite=True)
-    summary = {"epochs": epochs, "seed": seed, **figures, **{k: round(v, 2) for k, v in timings.items()}}
+    genes = human.uns["select_genes_params"]
+    summary = {
+        "epochs": epochs,
+        "seed": seed,
+        "genes_human": genes["n_target_genes"],
+        "genes_mouse": genes["n_context_genes"],
+        "homologous_gene_pairs": genes["n_homologous_pairs"],
+        **figures,
+        **{k: round(v, 2) for k, v in timings.items()},
+    }
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     lines = ["# speciesvi demo: Baron pancreas, mouse (context) -> human (target)", ""]
     lines += [f"- {key}: {value}" for key, value in summary.items()]

@@ -29,15 +29,17 @@ def baron_pancreas(path: str | Path | None = None) -> tuple[ad.AnnData, ad.AnnDa
     Provenance: Baron, M. et al. *A Single-Cell Transcriptomic Map of the Human and Mouse Pancreas
     Reveals Inter- and Intra-cell Population Structure.* Cell Systems 3, 346-360 (2016), GEO accession
     GSE84133, inDrop, raw UMI counts. The files were redistributed in the sample data of the
-    MIT-licensed ``came==0.1.13`` package on PyPI. The embedded demo pair keeps all cells (mouse 1,886,
-    human 2,142) and, per species, the 4,000 most variable genes plus the one-to-one orthologs of the
-    other species' 4,000 most variable genes (``scripts/make_demo_data.py`` rebuilds it).
+    MIT-licensed ``came==0.1.13`` package on PyPI. The embedded demo pair holds the full data: all cells
+    and all genes (mouse 1,886 x 14,877, human 2,142 x 20,125), so gene selection is left to the user as it
+    would be on their own data: run :func:`speciesvi.pp.translate_genes` and then
+    :func:`speciesvi.pp.select_genes` before training (``scripts/make_demo_data.py`` rebuilds the files).
 
     Parameters
     ----------
     path
         A directory holding the full files ``baron_mouse_pancreas.h5ad`` and ``baron_human_pancreas.h5ad``
-        (all genes). ``None`` loads the small embedded demo pair shipped with the package.
+        (all genes, all ``obs`` columns). ``None`` loads the embedded demo pair shipped with the package (the
+        same cells and genes, ``obs`` reduced to the three columns below).
 
     Returns
     -------
@@ -49,8 +51,8 @@ def baron_pancreas(path: str | Path | None = None) -> tuple[ad.AnnData, ad.AnnDa
     --------
     >>> import speciesvi
     >>> mouse, human = speciesvi.datasets.baron_pancreas()
-    >>> mouse.n_obs, human.n_obs
-    (1886, 2142)
+    >>> mouse.shape, human.shape
+    ((1886, 14877), (2142, 20125))
     """
     if path is None:
         root = resources.files("speciesvi.datasets") / "data"

@@ -16,6 +16,7 @@ from scvi.utils import setup_anndata_dsp
 
 from ..module import ContextVAE
 from ..module._components import Dispersion, GeneLikelihood
+from ..pp._select import MANY_GENES
 from ..train import SpeciesTrainingPlan
 from ._encoding import EncodingMixin
 from ._pretrained import PretrainedMixin
@@ -145,6 +146,14 @@ class ContextVI(
             target species reads them later.
         """
         check_anndata(adata, layer, batch_key, labels_key)
+        if adata.n_vars > MANY_GENES:
+            logger.warning(
+                "ContextVI.setup_anndata: %d genes (more than %d) make training slow and memory-hungry; keep each "
+                "species' most variable genes and their homologs with speciesvi.pp.select_genes(target, context) "
+                "before setup_anndata.",
+                adata.n_vars,
+                MANY_GENES,
+            )
         setup_method_args = cls._get_setup_method_args(**locals())
         anndata_fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),

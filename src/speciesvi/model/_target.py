@@ -21,6 +21,7 @@ from ..module import AGREEMENT_KEY, NEIGHBORS_KEY, TargetVAE
 from ..module._components import Dispersion, GeneLikelihood
 from ..module._target import Alignment
 from ..pp import adata_fingerprint
+from ..pp._select import MANY_GENES
 from ..train import AlignmentTrainingPlan
 from ._context import DEFAULT_PLAN_KWARGS, ContextVI
 from ._encoding import EncodingMixin
@@ -240,6 +241,14 @@ class TargetVI(
         """
         check_anndata(adata, layer, batch_key, labels_key)
         _neighbor_params(adata, neighbors_key)
+        if adata.n_vars > MANY_GENES:
+            logger.warning(
+                "TargetVI.setup_anndata: %d genes (more than %d) make training slow and memory-hungry; keep each "
+                "species' most variable genes and their homologs with speciesvi.pp.select_genes(target, context) "
+                "before setup_anndata.",
+                adata.n_vars,
+                MANY_GENES,
+            )
         setup_method_args = cls._get_setup_method_args(**locals())
         anndata_fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),

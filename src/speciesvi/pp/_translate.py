@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -104,8 +105,10 @@ def translate_genes(
         Candidates are first restricted to the genes of ``adata`` (and of ``context`` when given), so a context
         gene is not spent on a target gene the data does not measure.
     context
-        Optional context AnnData: only homologs among ``context.var_names`` are kept, so the translated genes are
-        the homologous gene set H shared by both datasets.
+        The context AnnData (recommended): only homologs among ``context.var_names`` are kept, so the translated
+        genes are the homologous gene set H shared by both datasets, and genes the table misses are paired by
+        symbol (``match_symbols``). Without it, a ``UserWarning`` says that symbol matches were skipped (unless
+        ``match_symbols=False`` asks for the table alone).
     match_symbols
         With ``context``: also pair a target gene the table leaves without a homolog with the context gene of the
         same symbol, ignoring case (``PPY`` and ``Ppy``), when that context gene is absent from the table and the
@@ -113,7 +116,8 @@ def translate_genes(
         measure: they follow a newer genome annotation than many datasets (Baron et al. 2016 still write
         ``GNB2L1`` and ``SEP15``) and lack some orthologs (the bundled Ensembl table has no ``PPY``). The rule is
         checked on the table itself: of the 15,812 human genes of the bundled table whose symbol, ignoring case,
-        is a mouse gene of the table, 99.7 % are paired with exactly that gene. ``False`` uses the table only.
+        is a mouse gene of the table, 99.7 % are paired with exactly that gene. ``False`` uses the table only
+        (and, without ``context``, silences the warning that symbol matches were skipped).
 
     Returns
     -------
@@ -127,10 +131,10 @@ def translate_genes(
     >>> adata = ad.AnnData(np.ones((2, 3), dtype=np.float32))
     >>> adata.var_names = ["INS", "GCG", "NOTAGENE"]
     >>> table = speciesvi.pp.homology_table("human", "mouse")
-    >>> speciesvi.pp.translate_genes(adata, table)
+    >>> speciesvi.pp.translate_genes(adata, table, match_symbols=False)  # the table alone, no context data
     >>> adata.var["context_gene"].tolist()
     [nan, 'Gcg', nan]
-    >>> speciesvi.pp.translate_genes(adata, table, policy="best")
+    >>> speciesvi.pp.translate_genes(adata, table, policy="best", match_symbols=False)
     >>> adata.var["context_gene"].tolist()
     ['Ins2', 'Gcg', nan]
 
@@ -185,7 +189,13 @@ def translate_genes(
         if len(by_symbol):
             chosen = pd.concat([chosen, by_symbol], ignore_index=True)
     elif match_symbols:
-        logger.info("translate_genes: pass context=... to also pair the genes the table misses by symbol")
+        warnings.warn(
+            "translate_genes without context=: symbol matches (e.g. PPY/Ppy) were skipped, so genes the homology "
+            "table misses stay without a homolog. Pass the context AnnData, "
+            "speciesvi.pp.translate_genes(target, table, context=context).",
+            UserWarning,
+            stacklevel=2,
+        )
 
     mapping = pd.Series(chosen["context_gene"].to_numpy(), index=chosen["target_gene"].to_numpy(), dtype=object)
     types = pd.Series(chosen["homology_type"].to_numpy(), index=chosen["target_gene"].to_numpy(), dtype=object)
