@@ -195,7 +195,8 @@ def fetch_model(
     force_download
         Download and unpack again even if the cache holds the model.
     sha256
-        Expected SHA-256 of the archive; a download or archive that does not match is refused.
+        Expected SHA-256 of the archive; a download or archive that does not match is refused. A URL without
+        it logs a warning: the download is then unverified.
     timeout
         Seconds to wait for the server.
 
@@ -212,6 +213,14 @@ def fetch_model(
     text = os.fspath(source)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     if _is_url(text):
+        if sha256 is None:
+            logger.warning(
+                "Loading a model from %s without sha256=: the download is not verified, so a tampered or corrupted "
+                "file would go unnoticed. speciesvi reads model files with weights_only=True, which refuses files "
+                "that would run code, but only a checksum proves the file is the one published. Pass sha256= with "
+                "the archive's published SHA-256.",
+                text,
+            )
         archive = _download(text, cache, force_download, timeout)
     else:
         path = Path(text).expanduser()
@@ -260,7 +269,8 @@ class PretrainedMixin:
         force_download
             Download and unpack again.
         sha256
-            Expected SHA-256 of the archive.
+            Expected SHA-256 of the archive; a URL without it logs a warning (the download is unverified). Model
+            files are read with ``weights_only=True`` either way: a file that would run code is refused.
         **kwargs
             Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``, ``device`` ...).
 

@@ -19,6 +19,7 @@ from scvi.nn import FCLayers
 
 from ..module import NEIGHBORS_KEY
 from ._fingerprint import module_fingerprint
+from ._save import load_model_file
 
 if TYPE_CHECKING:
     from ._context import ContextVI
@@ -203,8 +204,6 @@ def _reference_parts(
     device: int | str,
 ) -> tuple[dict, pd.Index, dict, ContextVI, pd.DataFrame | None]:
     """Registry, genes, state dict and context model of a reference TargetVI (object or saved folder)."""
-    from scvi.model.base._save_load import _load_saved_files
-
     from ._context import ContextVI
     from ._target import CONTEXT_DIR, TargetVI
 
@@ -228,7 +227,8 @@ def _reference_parts(
     folder = Path(reference_model)
     if not (folder / "model.pt").is_file():
         raise ValueError(f"No saved model at {folder / 'model.pt'}; pass the folder written by TargetVI.save().")
-    attr_dict, var_names, state_dict, _ = _load_saved_files(str(folder), load_adata=False, map_location="cpu")
+    contents = load_model_file(folder)  # weights_only=True: a file that would run code is refused
+    attr_dict, var_names, state_dict = contents["attr_dict"], contents["var_names"], contents["model_state_dict"]
     registry = attr_dict["registry_"]
     if registry.get("model_name") not in (None, "TargetVI"):
         raise ValueError(f"{folder} holds a {registry.get('model_name')}, not a TargetVI.")

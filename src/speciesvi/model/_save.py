@@ -1,33 +1,288 @@
-"""Atomic saving and checked loading for speciesvi models."""
+"""Atomic saving and safe, checked loading for speciesvi models.
+
+scvi-tools 1.4 reads ``model.pt`` with ``torch.load(..., weights_only=False)``: a model file from an untrusted
+source can then run any code while it is read. speciesvi reads its own files with ``weights_only=True`` instead,
+allowing only the plain numpy and pandas types that scvi-tools writes (:data:`SAFE_GLOBALS`, through
+:class:`torch.serialization.safe_globals`, so that the allow-list holds only while a speciesvi model loads).
+The safely read contents are handed to scvi-tools' ``load`` in place of its own read of the file (a
+:class:`~contextvars.ContextVar` scopes the hand-over to the one model being loaded). A file that would import
+or call anything else, a truncated or corrupted file, a file written by a newer speciesvi and a folder without
+``model.pt`` each give a ``ValueError`` that says what happened.
+"""
 
 from __future__ import annotations
 
+import collections
+import functools
+import logging
 import os
+import pickle
+import re
 import shutil
 import tempfile
+import warnings
+import zipfile
+from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+#: Attribute (saved with the model by scvi-tools, as every attribute ending in ``_``) holding the speciesvi version.
+VERSION_ATTR = "speciesvi_version_"
+_KEYS = ("model_state_dict", "var_names", "attr_dict")
+# torch's weights-only unpickler refused a global, a call or a build: the file wants more than data.
+_UNSAFE = re.compile(r"Unsupported global|unrecognized function|Can only build|Unsupported class", re.IGNORECASE)
+_GLOBAL = re.compile(r"GLOBAL (\S+)")
+# The model being loaded: (resolved model.pt path, its safely read contents), for scvi-tools' load.
+_PRELOADED: ContextVar[tuple[Path, dict] | None] = ContextVar("speciesvi_preloaded_model", default=None)
+
+
+def _numpy_pandas_globals() -> list[Callable | tuple[Callable, str]]:
+    """The numpy and pandas types scvi-tools' ``model.pt`` holds (var names, registries, training history)."""
+    import pandas as pd
+
+    found: list[Callable | tuple[Callable, str]] = [
+        slice,
+        dict,
+        bytes,
+        np.ndarray,
+        np.dtype,
+        # dtype classes (numpy >= 1.25 may name them when pickling a dtype)
+        *sorted({type(np.dtype(code)) for code in "?bhilqBHILQefdgFDGOUSMm"}, key=str),
+        pd.DataFrame,
+        pd.Series,
+        pd.Index,
+        pd.RangeIndex,
+    ]
+    multiarray = getattr(np, "_core", getattr(np, "core", None)).multiarray
+    for name in ("_reconstruct", "scalar"):
+        function = getattr(multiarray, name)
+        found.append(function)
+        # files written under numpy 1 name numpy.core, under numpy 2 numpy._core
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+            if f"{function.__module__}.{name}" != f"{module}.{name}":
+                found.append((function, f"{module}.{name}"))
+    for module, names in (
+        ("pandas.core.indexes.base", ("_new_Index",)),
+        ("pandas.core.internals.managers", ("BlockManager", "SingleBlockManager")),
+        ("pandas.core.internals.blocks", ("new_block",)),
+        ("pandas._libs.internals", ("_unpickle_block",)),
+    ):
+        try:
+            imported = __import__(module, fromlist=list(names))
+        except ImportError:  # pragma: no cover - another pandas layout
+            continue
+        found.extend(getattr(imported, name) for name in names if hasattr(imported, name))
+    return found
+
+
+@functools.cache
+def safe_globals() -> tuple[Callable | tuple[Callable, str], ...]:
+    """The globals a speciesvi ``model.pt`` may name: plain numpy arrays and scalars, pandas frames and indexes.
+
+    Passed to :class:`torch.serialization.safe_globals` while a model file is read with ``weights_only=True``.
+    None of them runs code of the file's choosing: classes and functions outside this list are refused.
+
+    Returns
+    -------
+    tuple
+        Classes and functions, some as ``(object, "module.name")`` for the name an older numpy wrote.
+    """
+    return tuple(_numpy_pandas_globals())
+
+
+class _DefaultDicts:
+    """Reads ``collections.defaultdict`` (scvi-tools' registries) as plain dicts, then turns them back.
+
+    torch's weights-only unpickler fills only plain dicts; this stands in for ``collections.defaultdict`` while a
+    file is read (its factory must itself be an allowed global, e.g. ``dict``) and remembers which dicts to restore.
+    """
+
+    def __init__(self):
+        self._made: dict[int, tuple[dict, Any]] = {}  # id -> (the dict, kept alive so ids stay unique; factory)
+
+    def __call__(self, default_factory: Any = None, *args) -> dict:
+        made = dict(*args)
+        self._made[id(made)] = (made, default_factory)
+        return made
+
+    def restore(self, value: Any) -> Any:
+        """``value`` with the stand-in dicts turned back into ``collections.defaultdict``."""
+        if isinstance(value, dict):
+            items = {key: self.restore(item) for key, item in value.items()}
+            if id(value) in self._made:
+                return collections.defaultdict(self._made[id(value)][1], items)
+            value.update(items)
+            return value
+        if isinstance(value, list):
+            return [self.restore(item) for item in value]
+        if isinstance(value, tuple):
+            return tuple(self.restore(item) for item in value)
+        return value
+
+
+def _version_tuple(text: str) -> tuple[int, int]:
+    match = re.match(r"(\d+)\.(\d+)", str(text))
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def _installed_version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def model_file(dir_path: str | os.PathLike, prefix: str | None = None) -> Path:
+    """``{prefix}model.pt`` in ``dir_path``; a ``ValueError`` if the folder or the file is missing.
+
+    Parameters
+    ----------
+    dir_path
+        Folder written by ``model.save()``.
+    prefix
+        Prefix of the saved file names.
+
+    Returns
+    -------
+    pathlib.Path
+        The model file.
+    """
+    folder = Path(dir_path)
+    file = folder / f"{prefix or ''}model.pt"
+    if not folder.is_dir():
+        raise ValueError(f"No saved model at {folder}: the folder does not exist. Pass the folder written by save().")
+    if not file.is_file():
+        present = sorted(p.name for p in folder.iterdir())
+        raise ValueError(
+            f"The folder {folder} lacks {file.name} (it holds {present or 'nothing'}): it is not a complete saved "
+            "model. Pass the folder written by model.save(), or save the model again."
+        )
+    return file
+
+
+def load_model_file(dir_path: str | os.PathLike, prefix: str | None = None) -> dict[str, Any]:
+    """Read a saved model's ``model.pt`` safely (``weights_only=True``) and check it.
+
+    Parameters
+    ----------
+    dir_path
+        Folder written by ``model.save()``.
+    prefix
+        Prefix of the saved file names.
+
+    Returns
+    -------
+    dict
+        ``model_state_dict``, ``var_names`` and ``attr_dict``, as scvi-tools writes them (tensors on the CPU).
+
+    Raises
+    ------
+    ValueError
+        If the folder or file is missing; if the file would import or call anything beyond tensors and plain
+        numpy/pandas data (it could run code when loaded: refused); if it is truncated, corrupted or not a model
+        file; if a newer speciesvi wrote it.
+    """
+    file = model_file(dir_path, prefix)
+    defaultdicts = _DefaultDicts()
+    try:
+        with torch.serialization.safe_globals([*safe_globals(), (defaultdicts, "collections.defaultdict")]):
+            contents = defaultdicts.restore(torch.load(file, map_location="cpu", weights_only=True))
+    except pickle.UnpicklingError as error:
+        detail = (str(error).split("WeightsUnpickler error:")[-1].strip().splitlines() or ["unreadable"])[0]
+        if _UNSAFE.search(str(error)):
+            named = _GLOBAL.search(detail)
+            what = f"would call or build {named.group(1)}" if named else f"asks for more than data ({detail})"
+            raise ValueError(
+                f"Refusing to load {file}: unpickling it {what}, which is not among the tensors and plain "
+                "numpy/pandas data of a saved model. Such a file could run arbitrary code on this machine. Load model "
+                "files only from sources you trust, and check downloads with sha256=."
+            ) from error
+        raise ValueError(f"{file} is truncated or corrupted ({detail}); save or download the model again.") from error
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, IndexError) as error:
+        raise ValueError(
+            f"{file} is truncated or corrupted and cannot be read ({type(error).__name__}: {error}); save or "
+            "download the model again."
+        ) from error
+    if not isinstance(contents, dict) or any(key not in contents for key in _KEYS):
+        raise ValueError(
+            f"{file} is not a model file written by save() (expected a dict with {list(_KEYS)}); pass the folder "
+            "written by model.save()."
+        )
+    if not isinstance(contents["attr_dict"], dict) or "init_params_" not in contents["attr_dict"]:
+        raise ValueError(f"{file} lacks the model's init_params_: it was not written by a speciesvi model's save().")
+    saved = contents["attr_dict"].get(VERSION_ATTR)
+    installed = _installed_version()
+    if saved is not None and _version_tuple(saved) > _version_tuple(installed):
+        raise ValueError(
+            f"{file} was saved by speciesvi {saved}, newer than the installed {installed}; its format may differ. "
+            "Upgrade speciesvi (pip install -U speciesvi) to load it."
+        )
+    return contents
 
 
 def saved_var_names(dir_path: str | os.PathLike, prefix: str | None = None) -> np.ndarray:
-    """Gene names stored in a saved scvi-tools model folder."""
-    file = Path(dir_path) / f"{prefix or ''}model.pt"
-    if not file.is_file():
-        raise ValueError(f"No saved model at {file}; pass the folder written by model.save().")
-    return np.asarray(torch.load(file, map_location="cpu", weights_only=False)["var_names"])
+    """Gene names stored in a saved scvi-tools model folder (read safely, see :func:`load_model_file`)."""
+    return np.asarray(load_model_file(dir_path, prefix)["var_names"])
+
+
+def _read_saved_adata(dir_path: str, prefix: str | None) -> AnnData | bool:
+    """The AnnData saved beside the model (``save_anndata=True``), else ``False`` with scvi-tools' warning."""
+    import anndata
+    from scvi import settings
+
+    path = Path(dir_path) / f"{prefix or ''}adata.h5ad"
+    if path.is_file():
+        return anndata.read_h5ad(path)
+    warnings.warn(
+        "Save path contains no saved anndata and no adata was passed. Model will be loaded without anndata.",
+        UserWarning,
+        stacklevel=settings.warnings_stacklevel,
+    )
+    return False
+
+
+def _hand_over(original: Callable) -> Callable:
+    """scvi-tools' ``_load_saved_files``, answering from the safely read file while a speciesvi model loads."""
+
+    @functools.wraps(original)
+    def load_saved_files(dir_path, load_adata, prefix=None, map_location=None, backup_url=None):
+        preloaded = _PRELOADED.get()
+        if preloaded is None or preloaded[0] != Path(dir_path, f"{prefix or ''}model.pt").resolve():
+            return original(dir_path, load_adata, prefix=prefix, map_location=map_location, backup_url=backup_url)
+        contents = preloaded[1]
+        adata = _read_saved_adata(dir_path, prefix) if load_adata else None
+        return contents["attr_dict"], contents["var_names"], contents["model_state_dict"], adata
+
+    load_saved_files.speciesvi_hand_over = True
+    return load_saved_files
+
+
+def _install_hand_over() -> None:
+    from scvi.model.base import _base_model
+
+    current = getattr(_base_model, "_load_saved_files", None)
+    if current is None:  # pragma: no cover - another scvi-tools layout
+        raise RuntimeError("scvi.model.base._base_model._load_saved_files is missing; this scvi-tools is unsupported.")
+    if not getattr(current, "speciesvi_hand_over", False):
+        _base_model._load_saved_files = _hand_over(current)
 
 
 class SaveLoadMixin:
-    """Atomic ``save`` and a ``load`` that refuses an AnnData whose genes differ from the saved model's.
+    """Atomic ``save`` and a safe ``load`` that refuses an AnnData whose genes differ from the saved model's.
 
     ``save`` writes into a temporary folder beside the target, then moves each file in with ``os.replace``:
-    a crash while writing leaves the previous files intact, never a half-written ``model.pt``.
+    a crash while writing leaves the previous files intact, never a half-written ``model.pt``. It records the
+    speciesvi version (``speciesvi_version_``). ``load`` reads ``model.pt`` with ``weights_only=True`` (see
+    :func:`load_model_file`): a file that would run code is refused with a ``ValueError``.
     """
 
     def save(self, dir_path: str | os.PathLike, prefix: str | None = None, overwrite: bool = False, **kwargs) -> None:
@@ -48,6 +303,7 @@ class SaveLoadMixin:
         if target.exists() and not overwrite:
             raise ValueError(f"{target} already exists. Pass overwrite=True to replace the saved model.")
         target.parent.mkdir(parents=True, exist_ok=True)
+        setattr(self, VERSION_ATTR, _installed_version())
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
             super().save(str(staging), prefix=prefix, overwrite=True, **kwargs)
@@ -58,8 +314,15 @@ class SaveLoadMixin:
             shutil.rmtree(staging, ignore_errors=True)
 
     @classmethod
-    def load(cls, dir_path: str | os.PathLike, adata: AnnData | None = None, prefix: str | None = None, **kwargs):
-        """Load a saved model (see :meth:`scvi.model.base.BaseModelClass.load`), checking the AnnData first.
+    def load(
+        cls,
+        dir_path: str | os.PathLike,
+        adata: AnnData | None = None,
+        prefix: str | None = None,
+        backup_url: str | None = None,
+        **kwargs,
+    ):
+        """Load a saved model (see :meth:`scvi.model.base.BaseModelClass.load`) safely, checking the AnnData first.
 
         Parameters
         ----------
@@ -69,15 +332,42 @@ class SaveLoadMixin:
             AnnData with the same genes, in the same order, as the one the model was trained on.
         prefix
             Prefix of the saved file names.
+        backup_url
+            URL to download ``model.pt`` from if the folder lacks it (unverified: prefer
+            :func:`speciesvi.model.fetch_model` with ``sha256=``).
         **kwargs
             Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``, ``device`` ...).
+
+        Raises
+        ------
+        ValueError
+            See :func:`load_model_file`; and if ``adata``'s genes differ from the saved model's.
         """
+        file = Path(dir_path) / f"{prefix or ''}model.pt"
+        if backup_url is not None and not file.is_file():
+            from scvi.data._download import _download
+
+            logger.warning(
+                "Downloading %s from %s without a checksum: the file is not verified. It is read with "
+                "weights_only=True, but pass a checked archive through speciesvi.model.fetch_model(url, sha256=...) "
+                "where you can.",
+                file.name,
+                backup_url,
+            )
+            Path(dir_path).mkdir(parents=True, exist_ok=True)
+            _download(backup_url, str(dir_path), file.name)
+        contents = load_model_file(dir_path, prefix)
         if adata is not None:
-            expected = saved_var_names(dir_path, prefix)
+            expected = np.asarray(contents["var_names"])
             if len(expected) != adata.n_vars or not np.array_equal(expected, adata.var_names.to_numpy()):
                 raise ValueError(
                     f"The AnnData's genes ({adata.n_vars}) differ from the {len(expected)} genes the saved model was "
                     "trained on (names and order must match). Subset and reorder it with adata[:, saved_genes], "
                     "where saved_genes is the var_names of the training data."
                 )
-        return super().load(str(dir_path), adata=adata, prefix=prefix, **kwargs)
+        _install_hand_over()
+        token = _PRELOADED.set((model_file(dir_path, prefix).resolve(), contents))
+        try:
+            return super().load(str(dir_path), adata=adata, prefix=prefix, **kwargs)
+        finally:
+            _PRELOADED.reset(token)

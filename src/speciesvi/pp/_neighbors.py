@@ -237,6 +237,11 @@ def homolog_neighbors(
         raise ValueError(f"n_vote must be an integer between 1 and n_neighbors={n_neighbors}, not {n_vote!r}.")
     if n_top_genes is not None and (not isinstance(n_top_genes, int | np.integer) or n_top_genes < 1):
         raise ValueError(f"n_top_genes must be a positive integer or None, not {n_top_genes!r}.")
+    if target.n_obs == 0 or context.n_obs == 0:
+        raise ValueError(
+            f"homolog_neighbors needs cells in both AnnData objects (target {target.n_obs}, context "
+            f"{context.n_obs}); pass non-empty data."
+        )
     check_obs_key(context, labels_key, "context")
     check_unique_var_names(target, "target")
     check_unique_var_names(context, "context")
@@ -261,6 +266,11 @@ def homolog_neighbors(
     )
     target_ok = np.flatnonzero(target_unit.getnnz(axis=1) > 0)
     context_ok = np.flatnonzero(context_unit.getnnz(axis=1) > 0)
+    if len(target_ok) == 0:
+        raise ValueError(
+            f"No target cell has counts on the {len(t_genes)} homologous genes used; check that target holds raw "
+            "counts of the genes translate_genes mapped, or pass n_top_genes=None to use all homologous genes."
+        )
     if len(context_ok) < n_neighbors:
         raise ValueError(
             f"Only {len(context_ok)} context cells have counts on the {len(c_genes)} genes used, fewer than "

@@ -86,7 +86,13 @@ def majority_voting(
     """
     if not 0.0 <= min_prop <= 1.0:
         raise ValueError(f"min_prop must be in [0, 1], got {min_prop}.")
-    frame = pd.DataFrame({"label": np.asarray(labels, dtype=object), "cluster": np.asarray(clusters, dtype=object)})
+    labels, clusters = np.asarray(labels, dtype=object), np.asarray(clusters, dtype=object)
+    if labels.ndim != 1 or clusters.ndim != 1 or labels.shape != clusters.shape:
+        raise ValueError(
+            f"labels and clusters must be one-dimensional with one entry per cell, got shapes {labels.shape} and "
+            f"{clusters.shape}."
+        )
+    frame = pd.DataFrame({"label": labels, "cluster": clusters})
     if frame["cluster"].isna().any():
         raise ValueError("The clustering has missing values; every cell needs a cluster.")
     counts = frame.groupby(["cluster", "label"], sort=True, observed=True).size()
@@ -125,6 +131,12 @@ def histogram_mode(values: np.ndarray, bins: int | str = "auto") -> float:
         return float("nan")
     if values.min() == values.max():
         return float(values[0])
-    counts, edges = np.histogram(values, bins=bins)
+    try:
+        counts, edges = np.histogram(values, bins=bins)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"bins must be a positive integer or a numpy.histogram_bin_edges estimator name ('auto', 'fd', ...), "
+            f"got {bins!r} ({error})."
+        ) from error
     best = int(np.argmax(counts))
     return float((edges[best] + edges[best + 1]) / 2)

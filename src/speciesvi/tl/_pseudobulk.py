@@ -30,6 +30,13 @@ PSEUDOBULK_COLUMNS = (
 
 def _gene_pairs(target: AnnData, context: AnnData, gene_pairs: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray]:
     """Positions of the paired genes in the target and context AnnData, pair by pair."""
+    for which, adata in (("target", target), ("context", context)):
+        if not adata.var_names.is_unique:
+            duplicated = adata.var_names[adata.var_names.duplicated()].unique()
+            raise ValueError(
+                f"The {which} AnnData has duplicated gene names (e.g. {list(duplicated[:5])}); gene pairs would be "
+                f"ambiguous. Make them unique first, e.g. {which}.var_names_make_unique()."
+            )
     if gene_pairs is None:
         if "context_gene" not in target.var:
             raise ValueError(

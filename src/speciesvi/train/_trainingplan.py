@@ -7,6 +7,7 @@ from scvi.module.base import LossOutput
 from scvi.train import TrainingPlan
 
 from ..module import ALIGNMENT_KEY
+from ._checkpoint import RESUME_KEY, restore_resume_state, resume_state
 
 
 class SpeciesTrainingPlan(TrainingPlan):
@@ -21,6 +22,10 @@ class SpeciesTrainingPlan(TrainingPlan):
       ``elbo_train``, ``reconstruction_loss_train``, ``kl_local_train``, ``kl_global_train``, ``kl_weight`` and
       each scalar extra metric as ``<name>_train``, with the values scvi-tools' plan records (means over the
       epoch's cells). With ``on_step=True`` it logs as scvi-tools does.
+    - Lightning checkpoints (see :class:`~speciesvi.train.ResumableCheckpoint`) also carry the random states and
+      the history so far: a run resumed with ``train(..., ckpt_path=...)`` draws the minibatches the
+      uninterrupted run would have, and its ``history`` covers every epoch. The KL (and η) warm-ups are
+      functions of the epoch and step counters that Lightning restores.
     """
 
     def get_optimizer_creator(self):
@@ -37,6 +42,23 @@ class SpeciesTrainingPlan(TrainingPlan):
         self._epoch_sums: torch.Tensor | None = None
         self._epoch_batches = 0
         self._epoch_logged = False
+        self._epoch_values: dict[str, float] = {}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Add the random states and the history so far to Lightning's checkpoint (see :mod:`._checkpoint`)."""
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[RESUME_KEY] = resume_state(self.trainer, getattr(self, "_epoch_values", {}))
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Restore what :meth:`on_save_checkpoint` added, when resuming training."""
+        super().on_load_checkpoint(checkpoint)
+        if RESUME_KEY in checkpoint:
+            restore_resume_state(self.trainer, checkpoint[RESUME_KEY])
+
+    def log_epoch_value(self, name: str, value: torch.Tensor | float, prog_bar: bool = False) -> None:
+        """Log ``name`` once for the epoch, and keep it for a checkpoint written before the logger receives it."""
+        self.log(name, value, on_step=False, on_epoch=True, prog_bar=prog_bar)
+        self._epoch_values[name] = float(value)
 
     def training_step(self, batch, batch_idx):
         """Training step: the loss, its parts added to the epoch's sums (logged at the end of the epoch)."""
@@ -95,9 +117,9 @@ class SpeciesTrainingPlan(TrainingPlan):
         self._epoch_logged = True
         metrics = self.epoch_metrics()
         for name, value in metrics.items():
-            self.log(name, value, on_step=False, on_epoch=True, prog_bar=name == "train_loss")
+            self.log_epoch_value(name, value, prog_bar=name == "train_loss")
         if hasattr(self, "_last_kl_weight"):
-            self.log("kl_weight", float(self._last_kl_weight), on_step=False, on_epoch=True)
+            self.log_epoch_value("kl_weight", float(self._last_kl_weight))
         self._log_epoch_extras(metrics)
 
     def _log_epoch_extras(self, metrics: dict[str, torch.Tensor]) -> None:
@@ -168,10 +190,10 @@ class AlignmentTrainingPlan(SpeciesTrainingPlan):
 
     def _log_epoch_extras(self, metrics: dict[str, torch.Tensor]) -> None:
         """Log η and the alignment term (also shown in the progress bar as ``align``)."""
-        self.log("eta", float(self.eta), on_step=False, on_epoch=True)
+        self.log_epoch_value("eta", float(self.eta))
         alignment = metrics.get(f"{ALIGNMENT_KEY}_train")
         if alignment is not None:
-            self.log("align", alignment, on_step=False, on_epoch=True, prog_bar=True)
+            self.log_epoch_value("align", alignment, prog_bar=True)
 
     def compute_and_log_metrics(self, loss_output, metrics, mode):
         """Log as scvi-tools does (``alignment_train`` in the history), and show the alignment term in the progress bar."""
