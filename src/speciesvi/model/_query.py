@@ -225,9 +225,7 @@ def _reference_parts(
             f"got {type(reference_model).__name__}."
         )
     folder = Path(reference_model)
-    if not (folder / "model.pt").is_file():
-        raise ValueError(f"No saved model at {folder / 'model.pt'}; pass the folder written by TargetVI.save().")
-    contents = load_model_file(folder)  # weights_only=True: a file that would run code is refused
+    contents = load_model_file(folder)  # a missing file, or one that would run code, is a ValueError
     attr_dict, var_names, state_dict = contents["attr_dict"], contents["var_names"], contents["model_state_dict"]
     registry = attr_dict["registry_"]
     if registry.get("model_name") not in (None, "TargetVI"):
