@@ -3,6 +3,7 @@
     python benchmarks/run.py --suite baron   [--seeds 0 1 2] [--epochs 40] [--accelerator cpu]
     python benchmarks/run.py --suite scaling [--sizes 10000 30000] [--original-sizes ...]
     python benchmarks/run.py --suite flops
+    python benchmarks/run.py --suite robustness [--seeds 0 1 2] [--epochs 40] [--directions ...] [--genes ...]
     python benchmarks/run.py --suite all
 
 Suites:
@@ -20,6 +21,11 @@ Suites:
   each, then its label transfer) at ``--original-sizes``. Log-log plot and fitted growth exponents. Writes
   ``benchmarks/results/suite_scaling.{json,md}``, ``docs/benchmarks/suite_scaling.md`` and
   ``docs/benchmarks/suite_scaling.png``.
+* ``robustness``: speciesvi and the peers (with their best-practice variants) in both directions
+  (``--directions mouse_to_human human_to_mouse``), on the genes of ``pp.select_genes`` and on all genes
+  (``--genes select all``), plus the self-projection of each context species (its largest donor held out); see
+  ``benchmarks/robustness.py``. Writes ``benchmarks/results/suite_robustness.{json,md}`` and
+  ``docs/benchmarks/suite_robustness.md``. Not part of ``all``.
 * ``flops``: the similarity kernel's achieved FLOP/s beside this machine's dense matmul FLOP/s. Writes
   ``benchmarks/results/suite_flops.{json,md}`` and ``docs/benchmarks/suite_flops.md``.
 
@@ -957,16 +963,26 @@ def flops_markdown(payload: dict) -> tuple[str, str]:
 def main(argv=None) -> None:
     """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", choices=["baron", "scaling", "flops", "all"], required=True)
+    parser.add_argument("--suite", choices=["baron", "scaling", "flops", "robustness", "all"], required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=40, help="epochs of every neural model (Baron suite)")
+    parser.add_argument("--epochs", type=int, default=40, help="epochs of every neural model (Baron, robustness)")
     parser.add_argument("--accelerator", default="cpu", help="'cpu', 'gpu' or 'auto' for the neural methods")
     parser.add_argument(
         "--methods",
         nargs="+",
         default=[*PEER_SCRIPTS, "original"],
-        help="Baron suite methods: " + ", ".join([*PEER_SCRIPTS, "original"]),
+        help="Baron suite methods: " + ", ".join([*PEER_SCRIPTS, "original"]) + " (robustness: a subset of "
+        "speciesvi, knn_homologous, ingest, celltypist, scanvi)",
     )
+    parser.add_argument(
+        "--directions",
+        nargs="+",
+        choices=["mouse_to_human", "human_to_mouse"],
+        default=["mouse_to_human", "human_to_mouse"],
+        help="robustness: context -> target species",
+    )
+    parser.add_argument("--genes", nargs="+", choices=["select", "all"], default=["select", "all"], help="robustness")
+    parser.add_argument("--subsample", type=int, default=None, help=argparse.SUPPRESS)  # robustness smoke tests
     parser.add_argument(
         "--fresh-seeds",
         type=int,
@@ -982,6 +998,11 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     suites = ["baron", "scaling", "flops"] if args.suite == "all" else [args.suite]
     for suite in suites:
+        if suite == "robustness":
+            from benchmarks.robustness import robustness_suite
+
+            robustness_suite(args)
+            continue
         {"baron": baron_suite, "scaling": scaling_suite, "flops": flops_suite}[suite](args)
 
 

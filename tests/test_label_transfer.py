@@ -11,6 +11,7 @@ from test_similarity import prepare_species, train_pair
 import speciesvi
 from speciesvi.module._similarity import candidate_log_likelihood
 from speciesvi.tl import evaluate_labels, histogram_mode, majority_voting, vote
+from speciesvi.tl._labels import anchor_fallback
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -69,6 +70,7 @@ def test_transfer_labels_options(synthetic_model):
         unassigned_threshold=None,
         key_added="lt",
         store_similarities=True,
+        data_level_fallback=None,
     )
     for key in ("labels", "coarse"):
         assert {f"label_{key}", f"confidence_{key}", f"vote_share_{key}"} <= set(result.columns)
@@ -121,7 +123,9 @@ def test_transfer_labels_rejects_bad_inputs(synthetic_model):
     with pytest.raises(ValueError, match="over_clustering"):
         model.transfer_labels(over_clustering=np.zeros(3))
     with pytest.raises(ValueError, match="n_candidates"):
-        model.transfer_labels(n_candidates=10_000)
+        model.transfer_labels(candidates="latent", n_candidates=10_000)
+    with pytest.raises(ValueError, match="'data_level' or 'latent'"):
+        model.transfer_labels(candidates="nearest")
 
 
 def test_context_model_without_labels_is_refused():
@@ -232,3 +236,62 @@ def test_novelty_calibration_from_other_cells_flags_outliers_of_a_small_set():
     # an unknown label uses the overall location of the reference
     p_unknown, _ = novelty_to_p_known(np.array([calibration["overall"]]), np.array(["c"]), calibration=calibration)
     assert p_unknown[0] > 0.99
+
+
+def test_labels_the_similarity_cannot_reproduce_on_the_anchors_keep_the_data_level_vote(synthetic_model):
+    model = synthetic_model
+    context = model.context_model.adata
+    # labels that carry no information: two different sets of 25 neighbours rarely agree on them
+    context.obs["random"] = np.random.default_rng(0).choice(["r0", "r1", "r2"], size=context.n_obs)
+    random_labels = context.obs["random"].astype(str).to_numpy()
+    data_level, _ = vote(random_labels[model.adata.obsm["homolog_neighbors"][:, :25]])
+
+    checked = model.transfer_labels(labels_key="random", unassigned_threshold=None, key_added="checked")
+    check = model.adata.uns["checked_params"]["anchor_check"]["random"]
+    assert check["data_level_labels"] == ["r0", "r1", "r2"] and check["n_data_level"] == model.adata.n_obs
+    assert max(check["anchor_agreement"].values()) < 0.9
+    np.testing.assert_array_equal(checked["label"].astype(str).to_numpy(), data_level)
+
+    unchecked = model.transfer_labels(
+        labels_key="random", unassigned_threshold=None, key_added="unchecked", data_level_fallback=None
+    )
+    assert (unchecked["label"].astype(str).to_numpy() != data_level).mean() > 0.2
+    # informative labels pass the check untouched
+    model.transfer_labels(key_added="informative")
+    assert model.adata.uns["informative_params"]["anchor_check"]["labels"]["data_level_labels"] == []
+    with pytest.raises(ValueError, match="data_level_fallback"):
+        model.transfer_labels(data_level_fallback=1.5)
+
+
+def test_anchor_fallback_flags_the_cells_of_labels_the_model_gets_wrong_on_anchors():
+    model = np.array(["a", "a", "b", "b", "b", "c", "a", "b"])
+    data = np.array(["a", "a", "a", "b", "b", "c", "c", "b"])
+    anchors = np.array([True, True, True, True, True, True, False, False])
+    use, agreement = anchor_fallback(model, data, anchors, 0.9)
+    assert agreement == {"a": pytest.approx(2 / 3), "b": 1.0, "c": 1.0}
+    # every cell the model or the data level calls "a"
+    assert use.tolist() == [True, True, True, False, False, False, True, False]
+    assert not anchor_fallback(model, data, anchors, 0.5)[0].any()
+    with pytest.raises(ValueError, match="same length"):
+        anchor_fallback(model, data[:3], anchors, 0.9)
+
+
+def test_novelty_scale_is_per_label_so_a_wide_shared_type_is_not_eaten():
+    from scipy.stats import norm
+
+    from speciesvi.model._similarity import novelty_to_p_known
+
+    grid = norm.ppf(np.linspace(0.005, 0.995, 400))
+    narrow = 1.0 + 0.1 * grid  # the typical label
+    wide = 2.0 + 0.4 * grid[::4]  # a type whose cells diverge from the context more variably
+    outliers = np.array([2.0, 2.5])  # novel cells that joined the narrow label
+    novelty = np.concatenate([narrow, wide, outliers])
+    groups = np.concatenate([np.repeat("narrow", 400), np.repeat("wide", 100), ["narrow", "narrow"]])
+    p_known, stats = novelty_to_p_known(novelty, groups)
+    assert stats["group_scale"]["wide"] == pytest.approx(0.4, rel=0.15)
+    # pooled over the labels, weighted by size: (400 x 0.1 + 100 x 0.4) / 500; the narrow label is held to it
+    assert stats["scale"] == pytest.approx(0.16, rel=0.15) and stats["group_scale"]["narrow"] == stats["scale"]
+    assert (p_known[400:500] < 0.5).mean() < 0.01  # the wide type keeps its cells
+    assert (p_known[-2:] < 0.5).all() and (p_known[:400] < 0.5).mean() < 0.01
+    # a label's scale is never below the pooled one
+    assert min(stats["group_scale"].values()) >= stats["scale"]

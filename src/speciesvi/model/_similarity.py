@@ -15,21 +15,29 @@ from scipy import sparse
 from scipy.special import ndtr
 from scvi import REGISTRY_KEYS
 
+from ..module import AGREEMENT_KEY, NEIGHBORS_KEY
 from ..module._similarity import DEFAULT_N_GRID, CountsCSR, candidate_log_likelihood, profile_log_likelihood
-from ..tl._labels import HETEROGENEOUS, UNASSIGNED, histogram_mode, majority_voting, vote
+from ..tl._labels import HETEROGENEOUS, UNASSIGNED, anchor_fallback, histogram_mode, majority_voting, vote
 
 logger = logging.getLogger(__name__)
 
 #: Exact (brute-force) latent neighbour search below this many target x context pairs, pynndescent above.
 EXACT_KNN_MAX_PAIRS = 2e8
-#: Robust standard deviations above the typical novelty where ``p_known`` is 1/2 (Hampel's rule).
-NOVELTY_SDS = 3.0
+#: Robust standard deviations above the typical novelty where ``p_known`` is 1/2: the smallest value (on a
+#: half-SD grid) that leaves at most 2 % of a held-out context donor's cells Unassigned in the context
+#: self-projections of both Baron species (docs/method.md).
+NOVELTY_SDS = 4.0
 #: A normal distribution's median lies this many standard deviations above its 25th percentile.
 LOWER_QUARTILE_Z = 0.6745
 #: Distance between a normal distribution's 25th and 5th percentiles, in standard deviations.
 LOWER_TAIL_WIDTH = 0.9704
 #: Labels with fewer target cells share the novelty location of all cells and do not inform the scale.
 MIN_GROUP_SIZE = 20
+#: Where the candidates of :meth:`SimilarityMixin.transfer_labels` come from.
+CandidateSource = Literal["data_level", "latent"]
+#: Share of a label's anchor cells the similarity vote must label alike, or that label falls back to the
+#: data-level vote (``transfer_labels(data_level_fallback=...)``).
+ANCHOR_AGREEMENT = 0.9
 #: Cells encoded per minibatch when no ``batch_size`` is given.
 ENCODE_BATCH_SIZE = 1024
 
@@ -87,24 +95,27 @@ def novelty_to_p_known(
     """Probability that a cell belongs to a context type, from its novelty score (no labels needed).
 
     Cells are compared with the cells given the same label (``groups``), since how much two species
-    diverge depends on the cell type: ``u = (novelty - location of the group) / scale`` and
-    ``p_known = Phi(3 - u)``, a smoothed Hampel (3 standard deviations) outlier rule: 1/2 three robust
-    standard deviations above the typical cell of the group, about 1 for typical cells, about 0 for
-    strong outliers.
+    diverge, and how much that varies from cell to cell, depends on the cell type:
+    ``u = (novelty - location of the group) / scale of the group`` and ``p_known = Phi(4 - u)``, a smoothed
+    Hampel outlier rule: 1/2 four robust standard deviations above the typical cell of the group, about 1
+    for typical cells, about 0 for strong outliers.
 
     Cells of a type the context lacks join the label of their most similar context type and sit in the
     upper tail of its novelty, so both estimates come from the lower tail, which they do not reach while
     they are fewer than the known cells of the label. For normal novelty without such cells, they are
     unbiased:
 
-    * ``location`` of a group: its 25th percentile + 0.674 ``scale``; groups with fewer than
-      ``min_group_size`` cells use the 25th percentile of all cells;
-    * ``scale``: ``(25th - 5th percentile) / 0.970``, averaged over the groups with at least
-      ``min_group_size`` cells, weighted by their size (all cells as one group if there is none).
+    * ``scale`` of a group: its ``(25th - 5th percentile) / 0.970``, but never below the pooled scale (those
+      of the groups with at least ``min_group_size`` cells, averaged weighted by their size; all cells as
+      one group if there is none): a label whose cells vary more than the typical one gets its own, wider
+      yardstick, and none is judged on a narrower one than the typical label, which a few cells' lower
+      tail can fake. Groups with fewer than ``min_group_size`` cells use the pooled scale;
+    * ``location`` of a group: its 25th percentile + 0.674 times its scale; groups with fewer than
+      ``min_group_size`` cells use the 25th percentile of all cells + 0.674 pooled scales.
 
     Cells without a score (NaN) get ``u = 0``. With ``calibration`` (the ``stats`` of an earlier call, for
-    instance on the reference cells of a query model), its location and scale are used instead of
-    estimates from ``novelty``; groups it does not know use its overall location.
+    instance on the reference cells of a query model), its locations and scales are used instead of
+    estimates from ``novelty``; groups it does not know use its overall location and pooled scale.
 
     Parameters
     ----------
@@ -123,8 +134,8 @@ def novelty_to_p_known(
     p_known
         ``(n_cells,)`` in ``[0, 1]``.
     stats
-        ``scale``, ``sds`` (3), the ``location`` of every group and the ``overall`` location (of groups with
-        fewer than ``min_group_size`` cells), to store with the results.
+        ``scale`` (pooled), ``sds`` (4), the ``location`` and ``group_scale`` of every group and the
+        ``overall`` location (of groups with fewer than ``min_group_size`` cells), to store with the results.
 
     Examples
     --------
@@ -139,34 +150,43 @@ def novelty_to_p_known(
     finite = np.isfinite(novelty)
     if calibration is not None:
         scale, overall, location = calibration["scale"], calibration["overall"], calibration["location"]
+        group_scale = calibration.get("group_scale", {})  # absent from calibrations saved before 0.3
         lookup = groups.astype(str)  # a stored calibration keys its groups by name
     elif not finite.any():
-        return np.ones_like(novelty), {"scale": float("nan"), "sds": NOVELTY_SDS, "location": {}, "overall": 0.0}
+        stats = {"scale": float("nan"), "sds": NOVELTY_SDS, "location": {}, "group_scale": {}, "overall": 0.0}
+        return np.ones_like(novelty), stats
     else:
-        scale, overall, location = _novelty_location_scale(novelty[finite], groups[finite], min_group_size)
+        scale, overall, location, group_scale = _novelty_location_scale(novelty[finite], groups[finite], min_group_size)
         lookup = groups
     cell_location = np.array([location.get(group, overall) for group in lookup], dtype=np.float64)
-    u = np.where(finite, (novelty - cell_location) / scale, 0.0)
-    stats = {"scale": scale, "sds": NOVELTY_SDS, "location": location, "overall": overall}
+    cell_scale = np.array([group_scale.get(group, scale) for group in lookup], dtype=np.float64)
+    u = np.where(finite, (novelty - cell_location) / cell_scale, 0.0)
+    stats = {"scale": scale, "sds": NOVELTY_SDS, "location": location, "group_scale": group_scale, "overall": overall}
     return ndtr(NOVELTY_SDS - u), {**(calibration or {}), **stats}
 
 
-def _novelty_location_scale(novelty: np.ndarray, groups: np.ndarray, min_group_size: int) -> tuple[float, float, dict]:
-    """Robust scale, overall location and per-group location of finite novelty scores (see novelty_to_p_known)."""
+def _novelty_location_scale(
+    novelty: np.ndarray, groups: np.ndarray, min_group_size: int
+) -> tuple[float, float, dict, dict]:
+    """Pooled scale, overall location, per-group location and scale of finite novelty (see novelty_to_p_known)."""
     frame = pd.DataFrame({"novelty": novelty, "group": groups})
     by_group = frame.groupby("group", sort=True, observed=True)["novelty"]
     sizes, lower, lowest = by_group.size(), by_group.quantile(0.25), by_group.quantile(0.05)
     big = sizes.index[sizes >= min_group_size]
+    own = (lower - lowest) / LOWER_TAIL_WIDTH
     if len(big):
-        scale = float(np.average(((lower - lowest) / LOWER_TAIL_WIDTH)[big], weights=sizes[big]))
+        scale = float(np.average(own[big], weights=sizes[big]))
     else:
         scale = float((frame["novelty"].quantile(0.25) - frame["novelty"].quantile(0.05)) / LOWER_TAIL_WIDTH)
     if not scale > 0:
         scale = float(frame["novelty"].std()) or 1.0
-    shift = LOWER_QUARTILE_Z * scale
-    overall = float(frame["novelty"].quantile(0.25)) + shift
-    location = {group: float(lower[group] + shift) if group in big else overall for group in sizes.index}
-    return scale, overall, location
+    overall = float(frame["novelty"].quantile(0.25)) + LOWER_QUARTILE_Z * scale
+    group_scale = {group: max(float(own[group]), scale) if group in big else scale for group in sizes.index}
+    location = {
+        group: float(lower[group]) + LOWER_QUARTILE_Z * group_scale[group] if group in big else overall
+        for group in sizes.index
+    }
+    return scale, overall, location, group_scale
 
 
 def _own_calibration(labels_key: str, stats: dict) -> dict:
@@ -177,6 +197,7 @@ def _own_calibration(labels_key: str, stats: dict) -> dict:
         "scale": stats["scale"],
         "overall": stats["overall"],
         "location": {str(k): v for k, v in stats["location"].items()},
+        "group_scale": {str(k): v for k, v in stats["group_scale"].items()},
     }
 
 
@@ -470,6 +491,21 @@ class SimilarityMixin:
             raise ValueError(f"over_clustering must have one entry per target cell ({self.adata.n_obs}).")
         return clusters.astype(str), "array"
 
+    def _candidate_rows(self, cells: _TargetCells, source: CandidateSource, n_candidates: int) -> np.ndarray | None:
+        """The data-level candidates of ``cells`` (their first ``n_candidates``), or ``None`` for latent ones."""
+        if source == "latent":
+            return None
+        if source != "data_level":
+            raise ValueError(f"candidates must be 'data_level' or 'latent', got {source!r}.")
+        neighbors = np.asarray(self.adata_manager.get_from_registry(NEIGHBORS_KEY))
+        if n_candidates > neighbors.shape[1]:
+            logger.info(
+                "Scoring the %d stored data-level neighbours of every cell (n_candidates=%d).",
+                neighbors.shape[1],
+                n_candidates,
+            )
+        return neighbors[cells.indices, :n_candidates].astype(np.int64)
+
     def _votes_and_novelty(
         self,
         cells: _TargetCells,
@@ -479,23 +515,70 @@ class SimilarityMixin:
         n_grid: int,
         batch_size: int | None,
         progress_bar: bool,
-    ) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray]:
-        """Sorted similarities and candidates, the votes of the ``top_k`` most similar and the novelty."""
-        sims, candidates = self._similarities(cells, None, n_candidates, n_grid, batch_size, progress_bar)
+        source: CandidateSource = "data_level",
+        fallback: float | None = ANCHOR_AGREEMENT,
+    ) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray, dict]:
+        """Sorted similarities and candidates, the votes, the novelty and the anchor check of every key.
+
+        The votes are those of the ``top_k`` most similar candidates, except for the cells that
+        :func:`~speciesvi.tl._labels.anchor_fallback` sends back to the data-level vote (``fallback`` is its
+        ``min_agreement``; ``None`` skips the check). The novelty is measured against the ``top_k`` most
+        similar candidates.
+        """
+        rows = self._candidate_rows(cells, source, n_candidates)
+        sims, candidates = self._similarities(cells, rows, n_candidates, n_grid, batch_size, progress_bar)
         order = np.argsort(sims, axis=1, kind="stable")
         sims = np.take_along_axis(sims, order, 1)
         candidates = np.take_along_axis(candidates, order, 1)
         voters = candidates[:, :top_k]
-        votes = {key: vote(self._context_labels(key)[voters]) for key in keys}
-        return sims, candidates, votes, self._novelty(cells, voters)
+        votes, checks = {}, {}
+        for key in keys:
+            context_labels = self._context_labels(key)
+            label, share = vote(context_labels[voters])
+            if fallback is not None:
+                label, share, checks[key] = self._anchor_checked(cells, context_labels, label, share, top_k, fallback)
+            votes[key] = (label, share)
+        return sims, candidates, votes, self._novelty(cells, voters), checks
+
+    def _anchor_checked(
+        self,
+        cells: _TargetCells,
+        context_labels: np.ndarray,
+        label: np.ndarray,
+        share: np.ndarray,
+        top_k: int,
+        min_agreement: float,
+    ) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Labels and shares after the anchor check, and its record (agreement per label, fallen-back cells)."""
+        neighbors = np.asarray(self.adata_manager.get_from_registry(NEIGHBORS_KEY))[cells.indices, :top_k]
+        data_label, data_share = vote(context_labels[neighbors.astype(np.int64)])
+        agreement_score = np.asarray(self.adata_manager.get_from_registry(AGREEMENT_KEY)).reshape(-1)
+        anchors = agreement_score[cells.indices] < self.module.agreement_cutoff
+        use_data_level, agreement = anchor_fallback(label, data_label, anchors, min_agreement)
+        record = {
+            "anchor_agreement": agreement,
+            "data_level_labels": sorted(k for k, v in agreement.items() if v < min_agreement),
+            "n_data_level": int(use_data_level.sum()),
+        }
+        if use_data_level.any():
+            logger.info(
+                "transfer_labels: the similarity vote disagrees with the data-level label of the anchor cells of "
+                "%s; their %d cells keep the data-level vote.",
+                record["data_level_labels"],
+                record["n_data_level"],
+            )
+        label = np.where(use_data_level, data_label, label).astype(object)
+        return label, np.where(use_data_level, data_share, share), record
 
     def _estimate_novelty_calibration(self, labels_key: str | None = None) -> dict:
         """Novelty location and scale on this model's own cells (transfer_labels defaults); writes nothing."""
         keys = self._context_label_keys(labels_key)
         cells = self._target_cells(np.arange(self.adata.n_obs), None)
-        n_candidates = min(250, self.context_model.adata.n_obs)
+        n_candidates = min(
+            250, self.context_model.adata.n_obs, self.adata_manager.get_from_registry(NEIGHBORS_KEY).shape[1]
+        )
         top_k = min(25, n_candidates)
-        _, _, votes, novelty = self._votes_and_novelty(
+        _, _, votes, novelty, _ = self._votes_and_novelty(
             cells, keys[:1], n_candidates, top_k, DEFAULT_N_GRID, None, False
         )
         _, stats = novelty_to_p_known(novelty, groups=votes[keys[0]][0])
@@ -527,8 +610,10 @@ class SimilarityMixin:
     def transfer_labels(
         self,
         labels_key: str | Sequence[str] | None = None,
+        candidates: CandidateSource = "data_level",
         n_candidates: int = 250,
         top_k: int = 25,
+        data_level_fallback: float | None = ANCHOR_AGREEMENT,
         unassigned_threshold: float | None = 0.5,
         over_clustering: str | Sequence | np.ndarray | None = None,
         min_prop: float = 0.0,
@@ -541,8 +626,18 @@ class SimilarityMixin:
     ) -> pd.DataFrame:
         """Transfer context labels to the target cells by a vote of their most similar context cells.
 
-        1. :meth:`similarity` scores the ``n_candidates`` latent-space neighbours of every target cell;
-           the ``top_k`` most similar vote, and the majority label wins (ties: the more similar voter).
+        1. :meth:`similarity` scores ``n_candidates`` candidates of every target cell: by default its
+           data-level neighbours (:func:`speciesvi.pp.homolog_neighbors`, nearest first), which do not depend
+           on the alignment, so an alignment that places a target type beside the wrong context type cannot
+           take the right context cells out of the running; ``candidates="latent"`` scores the nearest
+           context cells in the aligned latent space instead, as the original scSpecies does. The ``top_k``
+           most similar vote, and the majority label wins (ties: the more similar voter).
+           **Anchor check.** The anchor cells (those the alignment uses: lowest data-level agreement
+           score, ``top_percent`` of each label) carry the most reliable data-level labels. If the vote
+           gives fewer than ``data_level_fallback`` of a label's anchors that label, the similarity cannot
+           be trusted with it on these data, and every cell whose vote or data-level label is that label
+           keeps its data-level vote (the ``top_k`` nearest data-level neighbours) instead. Uses no target
+           labels; the labels concerned and the agreement per label go to ``uns``.
         2. **Novelty.** The target decoder can reproduce a cell type the context lacks wherever it lands in
            the shared latent space, so similarities alone cannot tell that a cell is unlike every context
            cell. Only the context model knows what context cells look like: on the homologous genes, the
@@ -550,10 +645,10 @@ class SimilarityMixin:
            target-decoded expression profile and the best profile among its voters' context-decoded ones
            (each renormalised over the homologous genes). Typical cells score the species' divergence; a
            cell type the context lacks scores far above it.
-        3. ``p_known = Phi(3 - u)`` with ``u`` the robust z-score of the novelty among the cells given the
+        3. ``p_known = Phi(4 - u)`` with ``u`` the robust z-score of the novelty among the cells given the
            same label (location and scale from the lower tail of the label's novelty, which cells of a
            novel type do not reach): a smoothed Hampel outlier rule that needs no target labels. It is 1/2
-           three robust standard deviations above the typical cell of the label (see
+           four robust standard deviations above the typical cell of the label (see
            :func:`novelty_to_p_known`).
            A query model (:meth:`load_query_data`) uses the location and scale estimated on its reference
            model's cells instead (``novelty_calibration="auto"``): a new donor of a few hundred cells holds
@@ -573,13 +668,22 @@ class SimilarityMixin:
         ----------
         labels_key
             Context ``obs`` column(s) to transfer; defaults to the context model's ``labels_key``.
+        candidates
+            ``"data_level"`` (the target's data-level neighbours, stored by
+            :func:`speciesvi.pp.homolog_neighbors` and registered by ``setup_anndata``) or ``"latent"`` (the
+            nearest context cells in the aligned latent space). See ``docs/method.md`` for why data-level
+            candidates are the default.
         n_candidates
-            Latent-space candidates scored per target cell (250 as the original).
+            Candidates scored per target cell (250 as the original); with ``"data_level"``, at most the
+            number of stored neighbours.
         top_k
             Most similar candidates that vote (25 as the original); at most ``n_candidates``.
+        data_level_fallback
+            Anchor check (step 1): smallest share of a label's anchor cells the vote must label alike, in
+            ``[0, 1]``; ``None`` turns the check off.
         unassigned_threshold
             Cells with ``p_known`` below it are "Unassigned"; in ``(0, 1)``. The default 0.5 flags cells
-            more than 3 robust standard deviations above the typical novelty of their label. ``None`` assigns
+            more than 4 robust standard deviations above the typical novelty of their label. ``None`` assigns
             every cell.
         over_clustering
             Target ``obs`` key with clusters, per-cell cluster ids, or ``"leiden"`` (Leiden clustering of
@@ -624,13 +728,15 @@ class SimilarityMixin:
             raise ValueError(f"min_prop must be in [0, 1], got {min_prop}.")
         if not isinstance(key_added, str) or not key_added:
             raise ValueError("key_added must be a non-empty string.")
+        if data_level_fallback is not None and not 0.0 <= data_level_fallback <= 1.0:
+            raise ValueError(f"data_level_fallback must be in [0, 1] or None, got {data_level_fallback}.")
 
         cells = self._target_cells(np.arange(self.adata.n_obs), batch_size)
         clusters, clustering_name = (None, None)
         if over_clustering is not None:
             clusters, clustering_name = self._clusters(over_clustering, cells.z)
-        sims, candidates, votes, novelty = self._votes_and_novelty(
-            cells, keys, n_candidates, top_k, n_grid, batch_size, progress_bar
+        sims, candidate_index, votes, novelty, checks = self._votes_and_novelty(
+            cells, keys, n_candidates, top_k, n_grid, batch_size, progress_bar, candidates, data_level_fallback
         )
         calibration = self._novelty_calibration(novelty_calibration, keys[0])
         p_known, novelty_stats = novelty_to_p_known(novelty, groups=votes[keys[0]][0], calibration=calibration)
@@ -669,11 +775,14 @@ class SimilarityMixin:
         written += [f"{key_added}_novelty", f"{key_added}_p_known"]
         if store_similarities:
             self.adata.obsm[f"{key_added}_similarity"] = sims.astype(np.float32)
-            self.adata.obsm[f"{key_added}_similarity_index"] = candidates
+            self.adata.obsm[f"{key_added}_similarity_index"] = candidate_index
         self.adata.uns[f"{key_added}_params"] = {
             "labels_key": keys,
+            "candidates": candidates,
             "n_candidates": int(n_candidates),
             "top_k": int(top_k),
+            "data_level_fallback": "None" if data_level_fallback is None else float(data_level_fallback),
+            "anchor_check": checks,
             "unassigned_threshold": "None" if unassigned_threshold is None else float(unassigned_threshold),
             "over_clustering": "None" if clustering_name is None else clustering_name,
             "min_prop": float(min_prop),
@@ -681,6 +790,7 @@ class SimilarityMixin:
             "novelty_scale": novelty_stats["scale"],
             "novelty_sds": novelty_stats["sds"],
             "novelty_location": {str(k): v for k, v in novelty_stats["location"].items()},
+            "novelty_group_scale": {str(k): v for k, v in novelty_stats["group_scale"].items()},
             "novelty_calibration": "own" if calibration is None else str(calibration.get("source", "given")),
             "n_unassigned": int(unassigned.sum()),
             "store_similarities": bool(store_similarities),

@@ -140,3 +140,56 @@ def histogram_mode(values: np.ndarray, bins: int | str = "auto") -> float:
         ) from error
     best = int(np.argmax(counts))
     return float((edges[best] + edges[best + 1]) / 2)
+
+
+def anchor_fallback(
+    labels: np.ndarray,
+    data_level_labels: np.ndarray,
+    anchors: np.ndarray,
+    min_agreement: float,
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Which cells should keep their data-level label because the model's labels fail on the anchor cells.
+
+    The anchors are the cells whose data-level label is the most reliable (the aligned cells, lowest
+    agreement score). For every data-level label of the anchors, the share of its anchors to which the
+    model gives the same label is computed; a label below ``min_agreement`` is one the model cannot be
+    trusted with, and every cell whose model label or data-level label is such a label is flagged.
+
+    Parameters
+    ----------
+    labels
+        ``(n_cells,)`` the model's labels.
+    data_level_labels
+        ``(n_cells,)`` the data-level labels.
+    anchors
+        ``(n_cells,)`` boolean mask of the anchor cells.
+    min_agreement
+        Smallest share of a label's anchors the model must label alike, in ``[0, 1]``.
+
+    Returns
+    -------
+    use_data_level
+        ``(n_cells,)`` boolean: cells that should take their data-level label.
+    agreement
+        Share of agreeing anchors per data-level label of the anchors.
+
+    Examples
+    --------
+    >>> model = np.array(["a", "b", "b", "b"])
+    >>> data = np.array(["a", "a", "b", "b"])
+    >>> use, agreement = anchor_fallback(model, data, np.array([True, True, True, False]), 0.9)
+    >>> use.tolist(), agreement
+    ([True, True, False, False], {'a': 0.5, 'b': 1.0})
+    """
+    labels = np.asarray(labels, dtype=object)
+    data_level_labels = np.asarray(data_level_labels, dtype=object)
+    anchors = np.asarray(anchors, dtype=bool)
+    if not labels.shape == data_level_labels.shape == anchors.shape or labels.ndim != 1:
+        raise ValueError("labels, data_level_labels and anchors must be 1-D arrays of the same length.")
+    if not 0.0 <= min_agreement <= 1.0:
+        raise ValueError(f"min_agreement must be in [0, 1], got {min_agreement}.")
+    frame = pd.DataFrame({"data": data_level_labels[anchors], "same": labels[anchors] == data_level_labels[anchors]})
+    agreement = {str(k): float(v) for k, v in frame.groupby("data", sort=True)["same"].mean().items()}
+    failing = [label for label, share in agreement.items() if share < min_agreement]
+    use_data_level = np.isin(labels.astype(str), failing) | np.isin(data_level_labels.astype(str), failing)
+    return use_data_level, agreement
