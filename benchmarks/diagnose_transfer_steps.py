@@ -9,8 +9,9 @@ cells in both species, and per-type recall, for:
 1. the data-level neighbours (``pp.homolog_neighbors``, 25-cell majority vote);
 2. the cells the alignment uses (agreement < 0.2): how many and how often their data-level label is right;
 3. a 25-nearest-neighbour vote in the aligned latent space (after 40 + 40 epochs);
-4. ``transfer_labels`` with every cell labelled and at the defaults (its novelty rule);
-5. the same likelihood similarity, re-ranking the 250 data-level neighbours instead of the 250 latent ones;
+4. ``transfer_labels`` with every cell labelled and at the defaults (its novelty rule): data-level
+   candidates re-ranked by the likelihood similarity, with the anchor check;
+5. the same with the 250 latent candidates and no anchor check (the original scSpecies' scheme);
 6. a pooled vote of the 25 most similar latent candidates and the 25 data-level neighbours.
 
 Prints one line per step; nothing is written.
@@ -89,8 +90,10 @@ def main() -> None:
     report("4a. transfer_labels, every cell labelled", model.transfer_labels(unassigned_threshold=None)["label"])
     report("4b. transfer_labels at the defaults", model.transfer_labels()["label"])
     data_candidates = target.obsm["homolog_neighbors"].astype(np.int64)
-    _, ranked = model.similarity(candidates=data_candidates)
-    report("5. similarity re-ranking the data-level 250", vote(labels[ranked[:, :25]])[0])
+    latent_scheme = model.transfer_labels(
+        candidates="latent", data_level_fallback=None, unassigned_threshold=None, key_added="latent"
+    )
+    report("5. latent candidates, no anchor check", latent_scheme["label"])
     _, ranked_latent = model.similarity(n_candidates=250)
     pooled = np.concatenate([labels[ranked_latent[:, :25]], labels[data_candidates[:, :25]]], axis=1)
     report("6. pooled vote, 25 similar + 25 data-level", vote(pooled)[0])

@@ -983,6 +983,7 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--genes", nargs="+", choices=["select", "all"], default=["select", "all"], help="robustness")
     parser.add_argument("--subsample", type=int, default=None, help=argparse.SUPPRESS)  # robustness smoke tests
+    parser.add_argument("--no-self", action="store_true", help="robustness: run no self-projection (still tabulated)")
     parser.add_argument(
         "--fresh-seeds",
         type=int,
