@@ -168,6 +168,8 @@ def markdown(payload: dict) -> tuple[str, str]:
         "",
         *table,
         "",
+        "The peers run once per case (seed 0): kNN, ingest and CellTypist do not depend on the seed, and scVI + "
+        "scANVI (three 40-epoch trainings) is run for seed 0 only, for time; speciesvi runs every seed. ",
         f"Balanced accuracy (mean ± sd over seeds): mean recall over the target types with >= {MIN_CELLS} cells in "
         "both the context and the target; every cell counts, 'Unassigned' as wrong. 'speciesvi' is "
         "`transfer_labels(unassigned_threshold=None)` (every cell labelled, as the peers label them); 'at the "

@@ -52,8 +52,9 @@ def suite_root(subsample: int | None) -> Path:
     return SUITE / ("robustness" if not subsample else f"robustness_sub{subsample}")
 
 
-#: Peers whose result does not depend on the seed (no training from random weights): run once, as seed 0.
-SEED_FREE = ("knn_homologous", "ingest", "celltypist")
+#: Peers run once, as seed 0: those whose result does not depend on the seed (no training from random weights),
+#: and scVI + scANVI, three 40-epoch trainings (about 10 minutes a run on two CPU cores; the page says so).
+SEED_FREE = ("knn_homologous", "ingest", "celltypist", "scanvi")
 
 
 def run_folder(root: Path, case: str, method: str, seed: int) -> Path:
