@@ -11,7 +11,6 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField
 from scvi.model._utils import _init_library_size
 from scvi.model.base import ArchesMixin, BaseModelClass, RNASeqMixin, UnsupervisedTrainingMixin, VAEMixin
-from scvi.train._config import merge_kwargs
 from scvi.utils import setup_anndata_dsp
 
 from ..module import ContextVAE
@@ -21,10 +20,12 @@ from ..train import SpeciesTrainingPlan
 from ._encoding import EncodingMixin
 from ._pretrained import PretrainedMixin
 from ._save import SaveLoadMixin
+from ._training import plan_kwargs_with_defaults
 from ._validation import check_anndata
 
 if TYPE_CHECKING:
     from anndata import AnnData
+    from scvi.train._config import KwargsLike
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +169,8 @@ class ContextVI(
         self,
         max_epochs: int = 40,
         batch_size: int = 128,
-        plan_kwargs: dict | None = None,
+        plan_config: KwargsLike | None = None,
+        plan_kwargs: KwargsLike | None = None,
         **kwargs,
     ):
         """Train the model with scvi-tools' :class:`~scvi.train.TrainingPlan`.
@@ -179,14 +181,17 @@ class ContextVI(
             Passes through the data (40 as the original).
         batch_size
             Minibatch size.
-        plan_kwargs
+        plan_config
             Arguments of :class:`~speciesvi.train.SpeciesTrainingPlan` (scvi-tools' TrainingPlan with a fused
-            Adam); defaults warm the KL weight up from 0.1 to 1 over 10 epochs.
+            Adam), as a mapping or a :class:`scvi.train.TrainingPlanConfig`, as in scvi-tools.
+        plan_kwargs
+            More arguments of the plan; they win over ``plan_config``. Arguments set in neither take speciesvi's
+            defaults: the KL weight warms up from 0.1 to 1 over 10 epochs.
         **kwargs
             Everything :meth:`scvi.model.base.UnsupervisedTrainingMixin.train` takes: ``accelerator``,
             ``devices``, ``train_size``, ``early_stopping``, ``datasplitter_kwargs``, ``trainer_config``...
         """
-        plan_kwargs = {**DEFAULT_PLAN_KWARGS, **merge_kwargs(None, plan_kwargs, name="plan")}
+        plan_kwargs = plan_kwargs_with_defaults(DEFAULT_PLAN_KWARGS, plan_config, plan_kwargs)
         return super().train(max_epochs=max_epochs, batch_size=batch_size, plan_kwargs=plan_kwargs, **kwargs)
 
     @property

@@ -20,6 +20,7 @@ from scvi.nn import FCLayers
 from ..module import NEIGHBORS_KEY
 from ._fingerprint import module_fingerprint
 from ._save import load_model_file
+from ._training import plan_kwargs_with_defaults
 
 if TYPE_CHECKING:
     from ._context import ContextVI
@@ -193,6 +194,25 @@ def start_new_batches_at_reference_mean(module: torch.nn.Module, n_reference_bat
         if decoder.dispersion == "gene-batch" and decoder.log_theta.shape[1] > n_reference_batches:
             log_theta = decoder.log_theta
             log_theta[:, n_reference_batches:] = log_theta[:, :n_reference_batches].mean(1, keepdim=True)
+
+
+def query_plan_kwargs(model, plan_config, plan_kwargs) -> dict:
+    """The training-plan arguments of ``model.train``: ``weight_decay=0`` by default for a frozen query model.
+
+    ``plan_config`` and ``plan_kwargs`` are merged as scvi-tools merges them (``plan_kwargs`` win); a weight
+    decay other than 0 for a query model from ``load_query_data`` gives a ``UserWarning``, as it moves the
+    frozen reference weights.
+    """
+    plan_kwargs = plan_kwargs_with_defaults({}, plan_config, plan_kwargs)
+    if getattr(model, "_query_frozen", False):
+        if plan_kwargs.get("weight_decay", 0.0) != 0.0:
+            warnings.warn(
+                "weight_decay > 0 moves the frozen reference weights of a query model; use weight_decay=0.",
+                UserWarning,
+                stacklevel=settings.warnings_stacklevel,
+            )
+        plan_kwargs.setdefault("weight_decay", 0.0)
+    return plan_kwargs
 
 
 # -- the mixin ---------------------------------------------------------------------------------------
@@ -459,18 +479,9 @@ class QueryMixin(ArchesMixin):
         model.novelty_calibration_ = _reference_novelty_calibration(reference_model, model.novelty_calibration_)
         return model
 
-    def train(self, *args, plan_kwargs: dict | None = None, **kwargs):
+    def train(self, *args, plan_config=None, plan_kwargs=None, **kwargs):
         """Train; a query model from :meth:`load_query_data` defaults to ``weight_decay=0`` (frozen weights stay put)."""
-        if getattr(self, "_query_frozen", False):
-            plan_kwargs = dict(plan_kwargs or {})
-            if plan_kwargs.get("weight_decay", 0.0) != 0.0:
-                warnings.warn(
-                    "weight_decay > 0 moves the frozen reference weights of a query model; use weight_decay=0.",
-                    UserWarning,
-                    stacklevel=settings.warnings_stacklevel,
-                )
-            plan_kwargs.setdefault("weight_decay", 0.0)
-        return super().train(*args, plan_kwargs=plan_kwargs, **kwargs)
+        return super().train(*args, plan_kwargs=query_plan_kwargs(self, plan_config, plan_kwargs), **kwargs)
 
 
 def _reference_novelty_calibration(
