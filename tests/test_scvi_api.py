@@ -90,3 +90,42 @@ def test_plan_config_wins_over_the_speciesvi_defaults():
     target_model.train(max_epochs=2, plan_config={"eta_max": 13.0}, **TRAIN)
     # eta_start and the warm-up length are speciesvi's defaults (the history goes on across train calls)
     np.testing.assert_allclose(_history(target_model, "eta")[-2:], [10.0, 10.3])
+
+
+# -- latent posteriors -------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["ContextVI", "TargetVI"])
+def test_return_dist_and_dataloader_follow_scvi_tools(trained, name):
+    model = trained[name]
+    mean = model.get_latent_representation()
+    dist_mean, dist_var = model.get_latent_representation(return_dist=True)
+    np.testing.assert_allclose(dist_mean, mean, rtol=1e-6)
+    np.testing.assert_allclose(dist_var, model.get_latent_representation(representation="z_std") ** 2, rtol=1e-5)
+    assert (dist_var > 0).all()
+
+    indices = np.arange(0, model.adata.n_obs, 3)
+    loader = model._make_data_loader(adata=model.adata, indices=indices, batch_size=17)
+    np.testing.assert_allclose(model.get_latent_representation(dataloader=loader), mean[indices], rtol=1e-6)
+    np.testing.assert_allclose(
+        model.get_latent_representation(indices=indices, batch_size=17), mean[indices], rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="Only one of"):
+        model.get_latent_representation(adata=model.adata, dataloader=loader)
+    with pytest.raises(ValueError, match="return_dist"):
+        model.get_latent_representation(representation="inter", return_dist=True)
+
+
+@pytest.mark.parametrize("name", ["ContextVI", "TargetVI"])
+def test_aggregated_posterior_and_differential_abundance(trained, name):
+    model = trained[name]
+    indices = np.arange(10)
+    posterior = model.get_aggregated_posterior(indices=indices)
+    mean = model.get_latent_representation(indices=indices)
+    np.testing.assert_allclose(posterior.component_distribution.base_dist.loc.numpy(), mean, rtol=1e-6)
+    assert posterior.batch_shape == () and posterior.event_shape == (4,)
+    assert np.isfinite(posterior.log_prob(posterior.component_distribution.base_dist.loc).numpy()).all()
+
+    adata = model.adata
+    model.differential_abundance(adata, sample_key="batch", batch_size=64)
+    log_probs = adata.obsm["da_log_probs"]
+    assert log_probs.shape == (adata.n_obs, 2) and np.isfinite(log_probs.to_numpy()).all()
+    del adata.obsm["da_log_probs"]
