@@ -195,3 +195,83 @@ def test_reference_with_another_latent_size_is_refused(reference, tmp_path):
         speciesvi.TargetVI.load_query_data(query, tmp_path / "reference", context_model=other)
     with pytest.raises(ValueError, match="context_adata"):
         speciesvi.TargetVI.load_query_data(query, tmp_path / "reference")
+
+
+# -- ContextVI -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def context_reference():
+    """A ContextVI trained on two of three batches of a context species; the third batch is the query."""
+    adata = _species("ctx_", 1, n_batches=3)
+    query = adata[adata.obs["batch"] == "batch_2"].copy()
+    ref = adata[adata.obs["batch"] != "batch_2"].copy()
+    speciesvi.ContextVI.setup_anndata(ref, batch_key="batch", labels_key="labels")
+    model = speciesvi.ContextVI(ref, n_latent=5, n_hidden_outer=(64,), n_hidden_inner=(32,), n_hidden_decoder=(32,))
+    model.train(max_epochs=2, enable_progress_bar=False)
+    return model, query
+
+
+#: What scArches trains in a query ContextVI: the batch columns of the first layers of the outer encoder and the
+#: decoder, the new batch's dispersions, and the library encoder (as scvi-tools trains SCVI's ``l_encoder``).
+CONTEXT_QUERY_TRAINABLE = {
+    "outer_encoder.blocks.0.fc_layers.Layer 0.0.weight",
+    "decoder.mlp.blocks.0.fc_layers.Layer 0.0.weight",
+    "decoder.log_theta",
+}
+
+
+def test_context_query_mapping_trains_only_the_new_batch_weights(context_reference):
+    model, raw_query = context_reference
+    reference_state = {k: v.clone() for k, v in model.module.state_dict().items()}
+    mapped = speciesvi.ContextVI.load_query_data(raw_query.copy(), model)
+    assert not mapped.is_trained_ and mapped.summary_stats.n_batch == 3
+    trainable = {n for n, p in mapped.module.named_parameters() if p.requires_grad}
+    library = {n for n in trainable if n.startswith("library_encoder.")}
+    assert trainable - library == CONTEXT_QUERY_TRAINABLE
+    assert library == {n for n, _ in mapped.module.library_encoder.named_parameters(prefix="library_encoder")}
+
+    before = {k: v.clone() for k, v in mapped.module.state_dict().items()}
+    mapped.train(max_epochs=3, enable_progress_bar=False)
+    after = mapped.module.state_dict()
+    assert mapped.is_trained_
+    batch_columns = {  # the weights with a column per batch: only the query batch's (the last) may move
+        "outer_encoder.blocks.0.fc_layers.Layer 0.0.weight",
+        "decoder.mlp.blocks.0.fc_layers.Layer 0.0.weight",
+        "library_encoder.mlp.blocks.0.fc_layers.Layer 0.0.weight",
+        "decoder.log_theta",
+    }
+    for key in batch_columns:  # batches are the last 3 columns: 2 reference batches, then the query's
+        assert torch.equal(after[key][:, -3:-1], before[key][:, -3:-1]), key
+        assert not torch.equal(after[key][:, -1], before[key][:, -1]), key
+        if not key.startswith("library_encoder"):  # the library encoder trains whole, as SCVI's l_encoder
+            assert torch.equal(after[key][:, :-3], before[key][:, :-3]), key
+    frozen = [k for k in after if not k.startswith("library_encoder.") and k not in batch_columns]
+    assert "inner_encoder.head.mean.weight" in frozen and "decoder.logits.weight" in frozen
+    changed = [k for k in frozen if not torch.equal(after[k], before[k])]
+    assert not changed, f"frozen reference weights moved: {changed}"
+    assert all(torch.equal(model.module.state_dict()[k], v) for k, v in reference_state.items())  # reference untouched
+    latent = mapped.get_latent_representation()
+    assert latent.shape == (raw_query.n_obs, 5) and np.isfinite(latent).all()
+
+
+def test_context_query_from_a_saved_reference_and_bad_queries(context_reference, tmp_path):
+    model, raw_query = context_reference
+    model.save(tmp_path / "context")
+    mapped = speciesvi.ContextVI.load_query_data(raw_query.copy(), tmp_path / "context")
+    assert {n for n, p in mapped.module.named_parameters() if p.requires_grad} >= CONTEXT_QUERY_TRAINABLE
+    assert not mapped.module.inner_encoder.head.mean.weight.requires_grad
+    np.testing.assert_array_equal(  # the reference's weights, as saved
+        mapped.module.inner_encoder.head.mean.weight.detach(), model.module.inner_encoder.head.mean.weight.detach()
+    )
+    with pytest.warns(UserWarning, match="weight_decay > 0"):
+        mapped.train(max_epochs=1, plan_config={"weight_decay": 1e-3}, enable_progress_bar=False)
+
+    known = raw_query.copy()
+    known.obs["batch"] = "batch_1"
+    with pytest.raises(ValueError, match=r"\['batch_1'\] already exist"):
+        speciesvi.ContextVI.load_query_data(known, model)
+    unlabeled = raw_query.copy()
+    del unlabeled.obs["labels"]
+    with pytest.raises(ValueError, match="reference ContextVI was set up with labels_key='labels'"):
+        speciesvi.ContextVI.load_query_data(unlabeled, model)
+    with pytest.raises(TypeError, match="ContextVI"):
+        speciesvi.ContextVI.load_query_data(raw_query.copy(), object())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,6 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField
 from scvi.model._utils import _init_library_size
 from scvi.model.base import ArchesMixin, BaseModelClass, RNASeqMixin, UnsupervisedTrainingMixin, VAEMixin
-from scvi.train._config import merge_kwargs
 from scvi.utils import setup_anndata_dsp
 
 from ..module import ContextVAE
@@ -20,11 +20,14 @@ from ..pp._select import MANY_GENES
 from ..train import SpeciesTrainingPlan
 from ._encoding import EncodingMixin
 from ._pretrained import PretrainedMixin
+from ._query import query_plan_kwargs
 from ._save import SaveLoadMixin
+from ._training import plan_kwargs_with_defaults
 from ._validation import check_anndata
 
 if TYPE_CHECKING:
     from anndata import AnnData
+    from scvi.train._config import KwargsLike
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +171,8 @@ class ContextVI(
         self,
         max_epochs: int = 40,
         batch_size: int = 128,
-        plan_kwargs: dict | None = None,
+        plan_config: KwargsLike | None = None,
+        plan_kwargs: KwargsLike | None = None,
         **kwargs,
     ):
         """Train the model with scvi-tools' :class:`~scvi.train.TrainingPlan`.
@@ -179,15 +183,123 @@ class ContextVI(
             Passes through the data (40 as the original).
         batch_size
             Minibatch size.
-        plan_kwargs
+        plan_config
             Arguments of :class:`~speciesvi.train.SpeciesTrainingPlan` (scvi-tools' TrainingPlan with a fused
-            Adam); defaults warm the KL weight up from 0.1 to 1 over 10 epochs.
+            Adam), as a mapping or a :class:`scvi.train.TrainingPlanConfig`, as in scvi-tools.
+        plan_kwargs
+            More arguments of the plan; they win over ``plan_config``. Arguments set in neither take speciesvi's
+            defaults: the KL weight warms up from 0.1 to 1 over 10 epochs (and ``weight_decay=0`` for a query
+            model from :meth:`load_query_data`, so that its frozen weights stay put).
         **kwargs
             Everything :meth:`scvi.model.base.UnsupervisedTrainingMixin.train` takes: ``accelerator``,
             ``devices``, ``train_size``, ``early_stopping``, ``datasplitter_kwargs``, ``trainer_config``...
         """
-        plan_kwargs = {**DEFAULT_PLAN_KWARGS, **merge_kwargs(None, plan_kwargs, name="plan")}
+        plan_kwargs = query_plan_kwargs(
+            self, None, plan_kwargs_with_defaults(DEFAULT_PLAN_KWARGS, plan_config, plan_kwargs)
+        )
         return super().train(max_epochs=max_epochs, batch_size=batch_size, plan_kwargs=plan_kwargs, **kwargs)
+
+    @classmethod
+    def load_query_data(
+        cls,
+        adata: AnnData,
+        reference_model: ContextVI | str | os.PathLike,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+        unfrozen: bool = False,
+        freeze_dropout: bool = False,
+        freeze_expression: bool = True,
+        freeze_decoder_first_layer: bool = True,
+        freeze_library_encoder: bool = False,
+        **kwargs,
+    ) -> ContextVI:
+        """Map new batches (donors) of the context species onto a trained ContextVI, scArches-style.
+
+        The query model copies every reference weight and adds weights for the query's batches: the batch
+        one-hot columns of the first layers of the outer encoder, the library encoder and the decoder, the
+        per-batch dispersions and library prior. Training it (``query_model.train(...)``) updates only those,
+        plus the library encoder, as :meth:`scvi.model.base.ArchesMixin.load_query_data` does for SCVI; the
+        inner encoder, the decoder's other layers and the reference batches' weights stay as they were
+        (``weight_decay=0`` is the default for a query model). The new batches' weights start at the mean of
+        the reference batches'. scvi-tools' own freezing rules match the module names of SCVI, not speciesvi's
+        (they left the new batches' dispersions frozen and let weight decay move frozen layers); this method
+        freezes by speciesvi's module names instead.
+
+        Parameters
+        ----------
+        adata
+            The query: raw counts of new cells of the context species, with the reference's genes in its order,
+            its batch column with **new** batch names, and its ``labels_key`` column if it had one.
+        reference_model
+            The trained :class:`~speciesvi.ContextVI`, or the folder it was saved to.
+        accelerator, device
+            Where the query model lives, as in scvi-tools.
+        unfrozen
+            Train every weight but the inner encoder's.
+        freeze_dropout
+            Set dropout to 0 during query training.
+        freeze_expression
+            Freeze the gene columns of the outer encoder's first layer (only its batch columns train).
+        freeze_decoder_first_layer
+            Freeze the latent columns of the decoder's first layer (only its batch columns train).
+        freeze_library_encoder
+            Freeze the library encoder too (scvi-tools trains it).
+        **kwargs
+            Passed to :meth:`scvi.model.base.ArchesMixin.load_query_data` (``inplace_subset_query_vars``,
+            ``datamodule``).
+
+        Returns
+        -------
+        ContextVI
+            The query model, not yet trained (``is_trained_`` is ``False``).
+
+        Examples
+        --------
+        >>> query = speciesvi.ContextVI.load_query_data(new_mouse_donor, context)
+        >>> query.train(max_epochs=40)
+        """
+        from anndata import AnnData
+
+        from ._query import _check_query_obs, prepare_query_model
+        from ._save import load_model_file
+
+        if not isinstance(adata, AnnData):
+            raise TypeError(f"Expected the query as an AnnData object, got {type(adata).__name__}.")
+        if isinstance(reference_model, ContextVI):
+            reference_model._check_if_trained(warn=False)
+            registry, reference = reference_model.adata_manager.registry, reference_model
+        elif isinstance(reference_model, str | os.PathLike):
+            registry = load_model_file(reference_model)["attr_dict"]["registry_"]  # a file that would run code: refused
+            if registry.get("model_name") not in (None, cls.__name__):
+                raise ValueError(f"{reference_model} holds a {registry.get('model_name')}, not a {cls.__name__}.")
+            reference = str(reference_model)
+        else:
+            raise TypeError(
+                f"reference_model must be a trained speciesvi.ContextVI or the folder it was saved to, "
+                f"got {type(reference_model).__name__}."
+            )
+        _check_query_obs(adata, registry, registry["setup_args"], model_name=cls.__name__)
+        n_reference_batches = len(
+            registry["field_registries"][REGISTRY_KEYS.BATCH_KEY]["state_registry"]["categorical_mapping"]
+        )
+        model = super().load_query_data(
+            adata=adata,
+            reference_model=reference,
+            accelerator=accelerator,
+            device=device,
+            unfrozen=True,  # scvi's name-based freezing does not know speciesvi's modules: see prepare_query_model
+            **kwargs,
+        )
+        prepare_query_model(
+            model,
+            n_reference_batches,
+            unfrozen=unfrozen,
+            freeze_expression=freeze_expression,
+            freeze_decoder_first_layer=freeze_decoder_first_layer,
+            freeze_library_encoder=freeze_library_encoder,
+            freeze_dropout=freeze_dropout,
+        )
+        return model
 
     @property
     def labels_key(self) -> str | None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from scvi import REGISTRY_KEYS
+from scvi.data._utils import _validate_adata_dataloader_input
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -24,40 +25,67 @@ class EncodingMixin:
         adata: AnnData | None = None,
         indices: Sequence[int] | None = None,
         give_mean: bool = True,
-        representation: Representation = "z",
+        mc_samples: int = 5_000,
         batch_size: int | None = None,
-        **kwargs,
-    ) -> np.ndarray:
+        return_dist: bool = False,
+        dataloader: Iterator[dict[str, torch.Tensor | None]] | None = None,
+        *,
+        representation: Representation = "z",
+        **data_loader_kwargs,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Encode cells.
+
+        The arguments of :meth:`scvi.model.base.VAEMixin.get_latent_representation` mean what they mean there
+        (scvi-tools' :meth:`~scvi.model.base.VAEMixin.get_aggregated_posterior` and
+        :meth:`~scvi.model.base.VAEMixin.differential_abundance` call it with ``return_dist`` and
+        ``dataloader``); ``representation`` selects what to encode.
 
         Parameters
         ----------
         adata
-            AnnData registered like the training data; defaults to it.
+            AnnData registered like the training data; defaults to it (unless ``dataloader`` is given).
         indices
-            Cells to encode; defaults to all.
+            Cells to encode; defaults to all. Ignored with ``dataloader``.
         give_mean
-            Posterior means (default) or one sample.
+            Posterior means (default) or one sample of z.
+        mc_samples
+            Accepted for compatibility with scvi-tools; unused, as the posterior of z is Normal and its mean is
+            exact.
+        batch_size
+            Minibatch size for inference. Ignored with ``dataloader``.
+        return_dist
+            Return the mean and the variance of the posterior of z (``representation="z"`` only).
+        dataloader
+            Minibatches to encode (dictionaries of tensors keyed as the model's registry) instead of ``adata``.
         representation
             ``"z"`` (latent), ``"inter"`` (outer encoder output, where ``alignment="inter"`` aligns),
             ``"z_std"`` (posterior standard deviation of z) or ``"library"`` (posterior mean and
             standard deviation of the log library size, two columns).
-        batch_size
-            Minibatch size for inference.
+        **data_loader_kwargs
+            Passed to the data loader made from ``adata``.
 
         Returns
         -------
-        numpy.ndarray
-            ``(n_cells, n_latent)``; ``(n_cells, width)`` for ``"inter"``, ``(n_cells, 2)`` for ``"library"``.
+        numpy.ndarray or tuple of numpy.ndarray
+            ``(n_cells, n_latent)``; ``(n_cells, width)`` for ``"inter"``, ``(n_cells, 2)`` for ``"library"``;
+            with ``return_dist``, the posterior means and variances of z, each ``(n_cells, n_latent)``.
         """
         if representation not in ("z", "inter", "z_std", "library"):
             raise ValueError(f"representation must be 'z', 'inter', 'z_std' or 'library', not {representation!r}.")
+        if return_dist and representation != "z":
+            raise ValueError(
+                f"return_dist=True gives the posterior of z; it needs representation='z', not {representation!r}."
+            )
         self._check_if_trained(warn=False)
-        adata = self._validate_anndata(adata)
-        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size, shuffle=False)
+        _validate_adata_dataloader_input(self, adata, dataloader)
+        if dataloader is None:
+            adata = self._validate_anndata(adata)
+            dataloader = self._make_data_loader(
+                adata=adata, indices=indices, batch_size=batch_size, **data_loader_kwargs
+            )
         self.module.eval()
-        chunks = []
-        for tensors in loader:
+        chunks, variances = [], []
+        for tensors in dataloader:
             x = tensors[REGISTRY_KEYS.X_KEY].to(self.device)
             batch_index = tensors[REGISTRY_KEYS.BATCH_KEY].to(self.device)
             if representation == "library":
@@ -71,6 +99,11 @@ class EncodingMixin:
             mean, std = self.module.z_posterior(inter)
             if representation == "z_std":
                 chunks.append(std.cpu())
+            elif return_dist:
+                chunks.append(mean.cpu())
+                variances.append(std.square().cpu())
             else:
                 chunks.append((mean if give_mean else mean + std * torch.randn_like(std)).cpu())
+        if return_dist:
+            return torch.cat(chunks).numpy(), torch.cat(variances).numpy()
         return torch.cat(chunks).numpy()

@@ -11,6 +11,7 @@ from scvi import REGISTRY_KEYS, settings
 from torch import nn
 
 from ._fingerprint import module_fingerprint
+from ._training import plan_kwargs_with_defaults
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -288,7 +289,9 @@ def _fit_library_encoder(model: ContextVI, epochs: int, **train_kwargs) -> None:
     requires_grad = {name: p.requires_grad for name, p in model.module.named_parameters()}
     model.module.requires_grad_(False)
     model.module.library_encoder.requires_grad_(True)
-    plan_kwargs = {"weight_decay": 0.0, **train_kwargs.pop("plan_kwargs", {})}
+    plan_kwargs = plan_kwargs_with_defaults(
+        {"weight_decay": 0.0}, train_kwargs.pop("plan_config", None), train_kwargs.pop("plan_kwargs", None)
+    )
     train_kwargs.setdefault("enable_progress_bar", False)
     logger.info("Fitting the library encoder of the adopted context model for %d epochs.", epochs)
     try:

@@ -20,6 +20,7 @@ from scvi.nn import FCLayers
 from ..module import NEIGHBORS_KEY
 from ._fingerprint import module_fingerprint
 from ._save import load_model_file
+from ._training import plan_kwargs_with_defaults
 
 if TYPE_CHECKING:
     from ._context import ContextVI
@@ -193,6 +194,44 @@ def start_new_batches_at_reference_mean(module: torch.nn.Module, n_reference_bat
         if decoder.dispersion == "gene-batch" and decoder.log_theta.shape[1] > n_reference_batches:
             log_theta = decoder.log_theta
             log_theta[:, n_reference_batches:] = log_theta[:, :n_reference_batches].mean(1, keepdim=True)
+
+
+def prepare_query_model(model, n_reference_batches: int, unfrozen: bool = False, **freeze_kwargs) -> list[str]:
+    """Finish a query model built by scvi-tools' ``ArchesMixin.load_query_data`` (called with ``unfrozen=True``).
+
+    The new batches start at the mean of the reference batches' weights
+    (:func:`start_new_batches_at_reference_mean`), the module is frozen by :func:`freeze_for_query` (speciesvi's
+    module names; scvi-tools' name-based rules do not know them), put back in training mode (dropout as
+    ``freeze_dropout`` says), and the model remembers that it is a frozen query model (``weight_decay=0`` by
+    default in ``train``). Returns the names of the trainable parameters.
+    """
+    start_new_batches_at_reference_mean(model.module, n_reference_batches)
+    trainable = freeze_for_query(model.module, n_reference_batches, unfrozen=unfrozen, **freeze_kwargs)
+    n_trainable = sum(p.numel() for p in model.module.parameters() if p.requires_grad)
+    logger.info("Query model: %d trainable tensors (%d values): %s", len(trainable), n_trainable, trainable)
+    model.module.train()  # scvi-tools leaves the module in eval mode; dropout follows freeze_dropout instead
+    model.query_reference_batches_ = n_reference_batches
+    model._query_frozen = not unfrozen
+    return trainable
+
+
+def query_plan_kwargs(model, plan_config, plan_kwargs) -> dict:
+    """The training-plan arguments of ``model.train``: ``weight_decay=0`` by default for a frozen query model.
+
+    ``plan_config`` and ``plan_kwargs`` are merged as scvi-tools merges them (``plan_kwargs`` win); a weight
+    decay other than 0 for a query model from ``load_query_data`` gives a ``UserWarning``, as it moves the
+    frozen reference weights.
+    """
+    plan_kwargs = plan_kwargs_with_defaults({}, plan_config, plan_kwargs)
+    if getattr(model, "_query_frozen", False):
+        if plan_kwargs.get("weight_decay", 0.0) != 0.0:
+            warnings.warn(
+                "weight_decay > 0 moves the frozen reference weights of a query model; use weight_decay=0.",
+                UserWarning,
+                stacklevel=settings.warnings_stacklevel,
+            )
+        plan_kwargs.setdefault("weight_decay", 0.0)
+    return plan_kwargs
 
 
 # -- the mixin ---------------------------------------------------------------------------------------
@@ -441,9 +480,8 @@ class QueryMixin(ArchesMixin):
                 "The reference TargetVI was trained against a different context model; pass the context model it was "
                 "trained with (for a saved reference: context_adata= and no context_model=)."
             )
-        start_new_batches_at_reference_mean(model.module, n_reference_batches)
-        trainable = freeze_for_query(
-            model.module,
+        prepare_query_model(
+            model,
             n_reference_batches,
             unfrozen=unfrozen,
             freeze_expression=freeze_expression,
@@ -451,26 +489,12 @@ class QueryMixin(ArchesMixin):
             freeze_library_encoder=freeze_library_encoder,
             freeze_dropout=freeze_dropout,
         )
-        n_trainable = sum(p.numel() for p in model.module.parameters() if p.requires_grad)
-        logger.info("Query model: %d trainable tensors (%d values): %s", len(trainable), n_trainable, trainable)
-        model.module.train()  # scvi-tools leaves the module in eval mode; dropout follows freeze_dropout instead
-        model.query_reference_batches_ = n_reference_batches
-        model._query_frozen = not unfrozen
         model.novelty_calibration_ = _reference_novelty_calibration(reference_model, model.novelty_calibration_)
         return model
 
-    def train(self, *args, plan_kwargs: dict | None = None, **kwargs):
+    def train(self, *args, plan_config=None, plan_kwargs=None, **kwargs):
         """Train; a query model from :meth:`load_query_data` defaults to ``weight_decay=0`` (frozen weights stay put)."""
-        if getattr(self, "_query_frozen", False):
-            plan_kwargs = dict(plan_kwargs or {})
-            if plan_kwargs.get("weight_decay", 0.0) != 0.0:
-                warnings.warn(
-                    "weight_decay > 0 moves the frozen reference weights of a query model; use weight_decay=0.",
-                    UserWarning,
-                    stacklevel=settings.warnings_stacklevel,
-                )
-            plan_kwargs.setdefault("weight_decay", 0.0)
-        return super().train(*args, plan_kwargs=plan_kwargs, **kwargs)
+        return super().train(*args, plan_kwargs=query_plan_kwargs(self, plan_config, plan_kwargs), **kwargs)
 
 
 def _reference_novelty_calibration(
@@ -497,12 +521,12 @@ def _reference_novelty_calibration(
     return dict(calibration, source="reference")
 
 
-def _check_query_obs(adata: AnnData, registry: dict, setup: dict) -> None:
+def _check_query_obs(adata: AnnData, registry: dict, setup: dict, model_name: str = "TargetVI") -> None:
     batch_key, labels_key = setup.get("batch_key"), setup.get("labels_key")
     if batch_key is None:
         raise ValueError(
-            "The reference TargetVI was set up without batch_key; query mapping learns weights for new batches. "
-            "Train the reference with TargetVI.setup_anndata(..., batch_key=...)."
+            f"The reference {model_name} was set up without batch_key; query mapping learns weights for new batches. "
+            f"Train the reference with {model_name}.setup_anndata(..., batch_key=...)."
         )
     if batch_key not in adata.obs:
         raise ValueError(
@@ -517,7 +541,7 @@ def _check_query_obs(adata: AnnData, registry: dict, setup: dict) -> None:
         )
     if labels_key is not None and labels_key not in adata.obs:
         raise ValueError(
-            f"The reference TargetVI was set up with labels_key={labels_key!r}; the query needs obs[{labels_key!r}] "
+            f"The reference {model_name} was set up with labels_key={labels_key!r}; the query needs obs[{labels_key!r}] "
             "too (labels are not used in training; fill unknown ones with a placeholder such as 'unknown')."
         )
 

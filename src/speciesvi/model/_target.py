@@ -14,7 +14,6 @@ from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField, NumericalObsField, ObsmField
 from scvi.model._utils import _init_library_size
 from scvi.model.base import BaseModelClass, RNASeqMixin, UnsupervisedTrainingMixin, VAEMixin
-from scvi.train._config import merge_kwargs
 from scvi.utils import setup_anndata_dsp
 
 from ..module import AGREEMENT_KEY, NEIGHBORS_KEY, TargetVAE
@@ -30,10 +29,12 @@ from ._lfc import HomologLfcMixin
 from ._query import QueryMixin
 from ._save import SaveLoadMixin
 from ._similarity import SimilarityMixin
+from ._training import plan_kwargs_with_defaults
 from ._validation import check_anndata
 
 if TYPE_CHECKING:
     from anndata import AnnData
+    from scvi.train._config import KwargsLike
 
 logger = logging.getLogger(__name__)
 
@@ -265,7 +266,8 @@ class TargetVI(
         self,
         max_epochs: int = 40,
         batch_size: int = 128,
-        plan_kwargs: dict | None = None,
+        plan_config: KwargsLike | None = None,
+        plan_kwargs: KwargsLike | None = None,
         **kwargs,
     ):
         """Train the target model with the alignment term.
@@ -276,14 +278,18 @@ class TargetVI(
             Passes through the data (40 as the original).
         batch_size
             Minibatch size.
+        plan_config
+            Arguments of :class:`~speciesvi.train.AlignmentTrainingPlan`, as a mapping or a config object with
+            ``to_kwargs()``, as in scvi-tools.
         plan_kwargs
-            Arguments of :class:`~speciesvi.train.AlignmentTrainingPlan`. Defaults: KL weight 0.1 → 1 and
-            η 10 → 25, both over 10 epochs. ``{"eta_start": 0, "eta_max": 0}`` trains without alignment.
+            More arguments of the plan; they win over ``plan_config``. Arguments set in neither take speciesvi's
+            defaults: KL weight 0.1 → 1 and η 10 → 25, both over 10 epochs. ``{"eta_start": 0, "eta_max": 0}``
+            trains without alignment.
         **kwargs
             Everything :meth:`scvi.model.base.UnsupervisedTrainingMixin.train` takes (``accelerator``,
             ``devices``, ``strategy`` via ``trainer_config``, ``train_size``, ``early_stopping`` ...).
         """
-        plan_kwargs = {**DEFAULT_PLAN_KWARGS, **DEFAULT_ETA_KWARGS, **merge_kwargs(None, plan_kwargs, name="plan")}
+        plan_kwargs = plan_kwargs_with_defaults({**DEFAULT_PLAN_KWARGS, **DEFAULT_ETA_KWARGS}, plan_config, plan_kwargs)
         return super().train(max_epochs=max_epochs, batch_size=batch_size, plan_kwargs=plan_kwargs, **kwargs)
 
     # -- saving and loading ----------------------------------------------------------------------
