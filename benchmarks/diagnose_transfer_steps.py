@@ -1,6 +1,6 @@
 """Where label-transfer accuracy is lost, step by step, in either direction on the full Baron files.
 
-    python benchmarks/diagnose_transfer_steps.py --direction human_to_mouse [--genes select|all] [--seed 0]
+    python benchmarks/diagnose_transfer_steps.py --direction human_to_mouse [--genes select|all] [--seed 0] [--coarse]
 
 ``human_to_mouse``: human is the context, mouse the target (``mouse_to_human`` the other way). The target's
 labels are read only to score each step, never by the method. Balanced accuracy over the types with >= 20
@@ -35,11 +35,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._original import SHARED_DATA
 
 LABELS, BATCH = "cell_ontology_class", "donor"
+#: ``--coarse``: the Baron types merged into compartments, a second label granularity.
+COARSE = {
+    **dict.fromkeys(
+        ["pancreatic A cell", "type B pancreatic cell", "pancreatic D cell", "pancreatic PP cell"], "endocrine"
+    ),
+    "pancreatic epsilon cell": "endocrine",
+    **dict.fromkeys(["pancreatic ductal cell", "pancreatic acinar cell"], "exocrine"),
+    **dict.fromkeys(["endothelial cell", "pancreatic stellate cell", "Schwann cell"], "stromal"),
+    **dict.fromkeys(["macrophage", "B cell", "T cell", "leukocyte", "mast cell"], "immune"),
+}
 
 
-def prepare(direction: str, genes: str) -> tuple:
+def prepare(direction: str, genes: str, coarse: bool = False) -> tuple:
     """Context and target AnnData (translated, optionally gene-selected) and the target's true labels."""
     mouse, human = speciesvi.datasets.baron_pancreas(path=SHARED_DATA)
+    if coarse:
+        for adata in (mouse, human):
+            adata.obs[LABELS] = adata.obs[LABELS].astype(str).map(COARSE).fillna("other").astype("category")
     context, target, names = (
         (human, mouse, ("mouse", "human")) if direction == "human_to_mouse" else (mouse, human, ("human", "mouse"))
     )
@@ -58,8 +71,9 @@ def main() -> None:
     parser.add_argument("--genes", choices=["select", "all"], default="select")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--coarse", action="store_true", help="compartments (endocrine, exocrine, ...) as labels")
     args = parser.parse_args()
-    context, target, truth = prepare(args.direction, args.genes)
+    context, target, truth = prepare(args.direction, args.genes, args.coarse)
     speciesvi.pp.homolog_neighbors(target, context, labels_key=LABELS)
     context_counts = context.obs[LABELS].astype(str).value_counts()
     target_counts = pd.Series(truth).value_counts()
