@@ -2,6 +2,7 @@
 
 from ._context import ContextVI
 from ._from_scvi import context_from_scvi
+from ._hub import to_hub_model
 from ._pretrained import archive_model, default_cache_dir, fetch_model
 from ._query import pad_query_genes
 from ._target import TargetVI
@@ -14,4 +15,5 @@ __all__ = [
     "default_cache_dir",
     "fetch_model",
     "pad_query_genes",
+    "to_hub_model",
 ]

@@ -239,7 +239,7 @@ def fetch_model(
 
 
 class PretrainedMixin:
-    """``load`` from a folder, an archive or a URL, and adoption of a pretrained scvi-tools SCVI model."""
+    """``load`` from a folder, an archive or a URL, the pretrained models shipped with speciesvi, and SCVI adoption."""
 
     @classmethod
     def load(
@@ -281,6 +281,46 @@ class PretrainedMixin:
         """
         folder = fetch_model(dir_path, prefix, cache_dir, force_download, sha256)
         return super().load(folder, adata=adata, prefix=prefix, **kwargs)
+
+    @classmethod
+    def load_pretrained(cls, name: str, adata: AnnData | None = None, **kwargs):
+        """Load a pretrained model shipped with speciesvi, offline, with its training AnnData attached.
+
+        ``"baron_mouse_pancreas"``: a ContextVI of the Baron et al. (2016) mouse pancreas demo data (1,886 cells,
+        2 donors, 12 cell types in ``obs["cell_ontology_class"]``) on 5,406 genes: the mouse side of
+        :func:`speciesvi.pp.select_genes` against the human demo data after :func:`speciesvi.pp.translate_genes`,
+        i.e. the mouse most variable genes plus the homologs of the human ones. Built by
+        ``scripts/make_pretrained_context.py`` (40 epochs, seed 0); its weights are stored in half precision
+        and loaded as float32. The model's genes are fixed: translate the target to them (see
+        ``docs/pretrained.md``).
+
+        Parameters
+        ----------
+        name
+            The pretrained model; an unknown name gives a ``ValueError`` listing the known ones.
+        adata
+            The context AnnData to attach (raw counts with the model's genes and ``obs`` columns ``donor`` and
+            ``cell_ontology_class``). ``None`` (default) attaches the AnnData the model was trained on, shipped with
+            speciesvi (:func:`speciesvi.datasets.baron_pancreas`). An AnnData with more genes is restricted to the
+            model's, as a copy; ``model.adata`` is the AnnData in use.
+        **kwargs
+            Passed to :meth:`load` (``accelerator``, ``device`` ...).
+
+        Returns
+        -------
+        ContextVI
+            The trained model; ``model.adata`` is the context AnnData to pass to
+            :func:`speciesvi.pp.translate_genes` and :func:`speciesvi.pp.homolog_neighbors`.
+
+        Examples
+        --------
+        >>> context = speciesvi.ContextVI.load_pretrained("baron_mouse_pancreas")
+        >>> mouse = context.adata
+        >>> mouse.obsm["X_speciesvi"] = context.get_latent_representation()
+        """
+        from ._bundled import load_bundled
+
+        return load_bundled(cls, name, adata=adata, **kwargs)
 
     @classmethod
     def from_scvi_model(

@@ -331,7 +331,9 @@ class TargetVI(
         adata
             The target AnnData (as set up when the model was trained).
         context_adata
-            The context AnnData, to load the saved context model against.
+            The context AnnData, to load the saved context model against. Without it (and without
+            ``context_model``) the context AnnData saved in ``context/`` (``save(..., save_anndata=True)``) is used,
+            so ``scvi.hub.HubModel(local_dir).load_model()`` works on such a folder.
         context_model
             An already loaded context model to use instead; refused unless it is the one the target was
             trained against.
@@ -346,8 +348,14 @@ class TargetVI(
         >>> target = speciesvi.TargetVI.load("human_model", adata=human, context_adata=mouse)
         """
         if context_model is None:
-            if context_adata is None:
-                raise ValueError("Pass context_adata= (the context AnnData) or context_model= to load a TargetVI.")
+            saved = Path(dir_path) / CONTEXT_DIR / f"{prefix or ''}adata.h5ad"
+            if context_adata is None and not saved.is_file():
+                raise ValueError(
+                    f"Pass context_adata= (the context AnnData) or context_model= to load a TargetVI: {saved.parent} "
+                    "holds no saved context AnnData. A TargetVI saved with save_anndata=True loads its context from "
+                    "there (e.g. through scvi.hub.HubModel(local_dir).load_model()); for a hub folder without it, use "
+                    "speciesvi.TargetVI.load(hub_model.local_dir, adata=target_adata, context_adata=context_adata)."
+                )
             context_model = ContextVI.load(
                 str(Path(dir_path) / CONTEXT_DIR),
                 adata=context_adata,
