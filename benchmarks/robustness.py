@@ -43,6 +43,7 @@ from benchmarks.run import (
     write_page,
 )
 from speciesvi.model._similarity import NOVELTY_SDS
+from speciesvi.tl import evaluate_labels
 
 SCRIPTS = {**PEER_SCRIPTS, "speciesvi": ("speciesvi_robust.py", None, None)}
 
@@ -110,12 +111,10 @@ def score(truth: pd.Series, reference: pd.Series, frame: pd.DataFrame, variant: 
     """Balanced accuracy, recalls and (with ``p_known``) the novelty measures of one variant of one run."""
     from sklearn.metrics import roc_auc_score
 
-    import speciesvi
-
     labels = frame[f"label:{variant}"].astype(str)
     true = truth.loc[labels.index].astype(str)
-    _, bacc, recall = speciesvi.tl.evaluate_labels(true, labels, reference=reference, min_cells=MIN_CELLS)
-    _, _, recall_any = speciesvi.tl.evaluate_labels(true, labels, reference=reference, min_cells=1)
+    _, bacc, recall = evaluate_labels(true, labels, reference=reference, min_cells=MIN_CELLS)
+    _, _, recall_any = evaluate_labels(true, labels, reference=reference, min_cells=1)
     out = {
         "balanced_accuracy": None if np.isnan(bacc) else float(bacc),
         "eval_types": sorted(recall.index),
