@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -10,10 +11,53 @@ import torch
 from scvi import REGISTRY_KEYS
 from scvi.data._utils import _validate_adata_dataloader_input
 
+from ..module._lfc import LatentCells
+from ..module._modes import predicting
+
 if TYPE_CHECKING:
     from anndata import AnnData
 
 Representation = Literal["z", "inter", "z_std", "library"]
+
+
+@dataclass
+class Posteriors:
+    """Posterior means and standard deviations of z and the log library size of cells of one model."""
+
+    z_mean: np.ndarray
+    z_std: np.ndarray
+    library_mean: np.ndarray
+    library_std: np.ndarray
+    batches: np.ndarray
+
+    def cells(self, indices: np.ndarray, device: torch.device | str) -> LatentCells:
+        def tensor(a: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.ascontiguousarray(a[indices]), dtype=torch.float32, device=device)
+
+        return LatentCells(tensor(self.z_mean), tensor(self.z_std), tensor(self.library_mean), tensor(self.library_std))
+
+
+@torch.inference_mode()
+def encode_posteriors(model, indices: np.ndarray | None = None, batch_size: int | None = None) -> Posteriors:
+    """Posterior statistics of cells of a model's AnnData (a ContextVI or TargetVI), in one encoding pass."""
+    model._check_if_trained(warn=False)
+    module = model.module
+    parts: list[list[torch.Tensor]] = [[], [], [], []]
+    with predicting(module):
+        for tensors in model._make_data_loader(
+            adata=model.adata, indices=indices, batch_size=batch_size, shuffle=False
+        ):
+            x = tensors[REGISTRY_KEYS.X_KEY].to(model.device)
+            batch_index = tensors[REGISTRY_KEYS.BATCH_KEY].to(model.device)
+            z_mean, z_std = module.z_posterior(module.outer(x, batch_index))
+            library_mean, library_std = module.library_posterior(x, batch_index)
+            for part, value in zip(parts, (z_mean, z_std, library_mean[:, 0], library_std[:, 0]), strict=True):
+                part.append(value.cpu())
+    arrays = [torch.cat(part).numpy() for part in parts]
+    batches = np.asarray(model.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).reshape(-1).astype(np.int64)
+    if indices is not None:
+        batches = batches[np.asarray(indices)]
+    return Posteriors(*arrays, batches=batches)
 
 
 class EncodingMixin:

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import scvi
 import torch
-from scvi import REGISTRY_KEYS
 from scvi.utils import track
 
 from ..module._lfc import (
@@ -24,6 +23,7 @@ from ..module._lfc import (
 from ..module._modes import predicting
 from ..module._precision import fast_matmul_dtype
 from ..tl._labels import HETEROGENEOUS, UNASSIGNED
+from ._encoding import Posteriors, encode_posteriors
 
 logger = logging.getLogger(__name__)
 
@@ -48,23 +48,6 @@ LFC_BATCH_SIZE = 512
 
 
 @dataclass
-class _SpeciesPosteriors:
-    """Posterior means and standard deviations of z and the log library size of all cells of one species."""
-
-    z_mean: np.ndarray
-    z_std: np.ndarray
-    library_mean: np.ndarray
-    library_std: np.ndarray
-    batches: np.ndarray
-
-    def cells(self, indices: np.ndarray, device: torch.device | str) -> LatentCells:
-        def tensor(a: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(np.ascontiguousarray(a[indices]), dtype=torch.float32, device=device)
-
-        return LatentCells(tensor(self.z_mean), tensor(self.z_std), tensor(self.library_mean), tensor(self.library_std))
-
-
-@dataclass
 class _TypeCells:
     """What the decoding of one cell type needs in one species."""
 
@@ -72,25 +55,6 @@ class _TypeCells:
     batches: np.ndarray
     n_cells: int
     n_inliers: int
-
-
-@torch.inference_mode()
-def _posteriors(model, batch_size: int | None) -> _SpeciesPosteriors:
-    """One encoding pass over a model's AnnData (a ContextVI or TargetVI)."""
-    model._check_if_trained(warn=False)
-    module = model.module
-    parts: list[list[torch.Tensor]] = [[], [], [], []]
-    with predicting(module):
-        for tensors in model._make_data_loader(adata=model.adata, batch_size=batch_size, shuffle=False):
-            x = tensors[REGISTRY_KEYS.X_KEY].to(model.device)
-            batch_index = tensors[REGISTRY_KEYS.BATCH_KEY].to(model.device)
-            z_mean, z_std = module.z_posterior(module.outer(x, batch_index))
-            library_mean, library_std = module.library_posterior(x, batch_index)
-            for part, value in zip(parts, (z_mean, z_std, library_mean[:, 0], library_std[:, 0]), strict=True):
-                part.append(value.cpu())
-    arrays = [torch.cat(part).numpy() for part in parts]
-    batches = np.asarray(model.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).reshape(-1).astype(np.int64)
-    return _SpeciesPosteriors(*arrays, batches=batches)
 
 
 def _labels(column: pd.Series) -> np.ndarray:
@@ -103,7 +67,8 @@ def _labels(column: pd.Series) -> np.ndarray:
 class HomologLfcMixin:
     """Log2 fold changes of homologous genes between the target and the context species.
 
-    Mixed into :class:`~speciesvi.TargetVI`; needs ``self.context_model``, ``self.module.decoder`` and the
+    Mixed into :class:`~speciesvi.TargetVI`; reads the context through
+    :class:`~speciesvi.model._context_access.ContextAccessMixin`, needs ``self.module.decoder`` and the
     helpers of :class:`~speciesvi.model._similarity.SimilarityMixin` (homologous gene pairs, context labels).
     """
 
@@ -129,7 +94,7 @@ class HomologLfcMixin:
                 f"The target AnnData has no obs column {labels_key!r}; available: {list(self.adata.obs.columns)}."
             )
         target_labels = _labels(self.adata.obs[labels_key])
-        context_labels = _labels(self.context_model.adata.obs[context_key])
+        context_labels = _labels(self._context_label_column(context_key))
         return target_labels, context_labels, labels_key, context_key
 
     @staticmethod
@@ -160,7 +125,7 @@ class HomologLfcMixin:
 
     @staticmethod
     def _lfc_type_cells(
-        posteriors: _SpeciesPosteriors,
+        posteriors: Posteriors,
         members: np.ndarray,
         confidence_level: float,
         device: torch.device | str,
@@ -192,8 +157,8 @@ class HomologLfcMixin:
         target_labels, context_labels, labels_key, context_key = self._lfc_labels(labels_key, context_labels_key)
         types = self._lfc_cell_types(cell_types, target_labels, context_labels)
         target_idx, context_idx = self._homologous_genes()
-        target_post = _posteriors(self, None)
-        context_post = _posteriors(self.context_model, None)
+        target_post = encode_posteriors(self)
+        context_post = self._context_posteriors()
         device = self.device
         per_type = {
             cell_type: (
@@ -219,7 +184,7 @@ class HomologLfcMixin:
                 self.module.decoder, torch.as_tensor(target_idx), torch.as_tensor(target.batches), dtype=dtype
             ),
             HomologousDecoder(
-                self.context_model.module.decoder,
+                self._context_decoder(),
                 torch.as_tensor(context_idx),
                 torch.as_tensor(context.batches),
                 dtype=dtype,
@@ -345,8 +310,8 @@ class HomologLfcMixin:
         generator = self._generator(random_state)
         dtype = self._matmul_dtype(precision)
         target_genes = np.asarray(self.adata.var_names[target_idx], dtype=object)
-        context_genes = np.asarray(self.context_model.adata.var_names[context_idx], dtype=object)
-        target_decoder, context_decoder = self.module.decoder, self.context_model.module.decoder
+        context_genes = np.asarray(self._context_var_names()[context_idx], dtype=object)
+        target_decoder, context_decoder = self.module.decoder, self._context_decoder()
         frames, counts = [], {}
         with predicting(target_decoder), predicting(context_decoder):
             for cell_type in track(types, description="Homolog LFC", disable=not progress_bar):
@@ -437,8 +402,8 @@ class HomologLfcMixin:
         )
         generator = self._generator(random_state)
         target_genes = pd.Index(self.adata.var_names[target_idx], name="gene_target")
-        context_genes = pd.Index(self.context_model.adata.var_names[context_idx], name="gene_context")
-        target_decoder, context_decoder = self.module.decoder, self.context_model.module.decoder
+        context_genes = pd.Index(self._context_var_names()[context_idx], name="gene_context")
+        target_decoder, context_decoder = self.module.decoder, self._context_decoder()
         target_out, context_out = {}, {}
         with predicting(target_decoder), predicting(context_decoder):
             for cell_type in types:

@@ -510,7 +510,7 @@ def _reference_novelty_calibration(
 
     calibration = inherited if inherited and inherited.get("source") == "own" else None
     if calibration is None and isinstance(reference_model, TargetVI) and reference_model.adata is not None:
-        if reference_model.context_model.labels_key is not None:
+        if reference_model._context_labels_key() is not None:
             calibration = reference_model._estimate_novelty_calibration()
     if calibration is None:
         logger.warning(

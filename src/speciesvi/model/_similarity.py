@@ -215,7 +215,8 @@ class _TargetCells:
 class SimilarityMixin:
     """Decoder-likelihood similarity of target cells to context cells, and what builds on it.
 
-    Mixed into :class:`~speciesvi.TargetVI`; needs ``self.context_model``, ``self.module.decoder`` and
+    Mixed into :class:`~speciesvi.TargetVI`; reads the context through
+    :class:`~speciesvi.model._context_access.ContextAccessMixin`; needs ``self.module.decoder`` and
     ``self.module.context_z_mean``.
     """
 
@@ -388,7 +389,7 @@ class SimilarityMixin:
         var = self.adata.var
         if "context_gene" not in var:
             raise ValueError("The target AnnData has no var['context_gene']; run speciesvi.pp.translate_genes first.")
-        context_names = self.context_model.adata.var_names
+        context_names = self._context_var_names()
         context_gene = var["context_gene"].astype(object)
         known = context_gene.notna().to_numpy() & context_gene.isin(context_names).to_numpy()
         target_idx = np.flatnonzero(known)
@@ -411,16 +412,13 @@ class SimilarityMixin:
         csr.resize((counts.n_cells, counts.n_genes))
         homologous = CountsCSR.from_scipy(csr[:, target_idx])
         device = self.device
-        target_decoder, context_decoder = self.module.decoder, self.context_model.module.decoder
+        target_decoder, context_decoder = self.module.decoder, self._context_decoder()
         target_genes = torch.as_tensor(target_idx, device=device)
         context_genes = torch.as_tensor(context_idx, device=device)
         z = torch.as_tensor(cells.z, device=device)
         batch = torch.as_tensor(cells.batches, device=device).reshape(-1, 1)
         context_z = self.module.context_z_mean.to(device)
-        context_batch = torch.as_tensor(
-            np.asarray(self.context_model.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).reshape(-1, 1),
-            device=device,
-        ).long()
+        context_batch = torch.as_tensor(self._context_batches(), device=device).reshape(-1, 1)
 
         def target_profiles(codes: torch.Tensor) -> torch.Tensor:
             codes = codes.to(device)
@@ -451,9 +449,8 @@ class SimilarityMixin:
 
     # -- labels ----------------------------------------------------------------------------------
     def _context_label_keys(self, labels_key: str | Sequence[str] | None) -> list[str]:
-        context = self.context_model
         if labels_key is None:
-            labels_key = context.labels_key
+            labels_key = self._context_labels_key()
             if labels_key is None:
                 raise ValueError(
                     "The context model has no labels: set it up with ContextVI.setup_anndata(..., labels_key=...) "
@@ -462,16 +459,15 @@ class SimilarityMixin:
         keys = [labels_key] if isinstance(labels_key, str) else list(labels_key)
         if not keys or not all(isinstance(key, str) for key in keys):
             raise ValueError("labels_key must name one or more columns of the context AnnData's obs.")
-        missing = [key for key in keys if key not in context.adata.obs]
+        available = self._context_label_columns()
+        missing = [key for key in keys if key not in available]
         if missing:
-            raise ValueError(
-                f"The context AnnData has no obs column(s) {missing}; available: {list(context.adata.obs.columns)}."
-            )
+            raise ValueError(f"The context AnnData has no obs column(s) {missing}; available: {available}.")
         return keys
 
     def _context_labels(self, key: str) -> np.ndarray:
         """Context labels as strings; missing labels become ``None`` (they do not vote)."""
-        column = self.context_model.adata.obs[key]
+        column = self._context_label_column(key)
         labels = column.astype(str).to_numpy(dtype=object)
         labels[column.isna().to_numpy()] = None
         return labels
@@ -574,9 +570,7 @@ class SimilarityMixin:
         """Novelty location and scale on this model's own cells (transfer_labels defaults); writes nothing."""
         keys = self._context_label_keys(labels_key)
         cells = self._target_cells(np.arange(self.adata.n_obs), None)
-        n_candidates = min(
-            250, self.context_model.adata.n_obs, self.adata_manager.get_from_registry(NEIGHBORS_KEY).shape[1]
-        )
+        n_candidates = min(250, self._context_n_obs(), self.adata_manager.get_from_registry(NEIGHBORS_KEY).shape[1])
         top_k = min(25, n_candidates)
         _, _, votes, novelty, _ = self._votes_and_novelty(
             cells, keys[:1], n_candidates, top_k, DEFAULT_N_GRID, None, False
@@ -844,8 +838,8 @@ class SimilarityMixin:
         )
         order = order[0]
         frame = pd.DataFrame(
-            {key: self.context_model.adata.obs[key].to_numpy()[order] for key in keys},
-            index=pd.Index(self.context_model.adata.obs_names[order], name="context_cell"),
+            {key: self._context_label_column(key).to_numpy()[order] for key in keys},
+            index=pd.Index(self._context_obs_names()[order], name="context_cell"),
         )
         frame["context_index"] = order
         frame["similarity"] = sims[0]

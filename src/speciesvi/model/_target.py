@@ -23,6 +23,7 @@ from ..pp import adata_fingerprint
 from ..pp._select import MANY_GENES
 from ..train import AlignmentTrainingPlan
 from ._context import DEFAULT_PLAN_KWARGS, ContextVI
+from ._context_access import ContextAccessMixin
 from ._encoding import EncodingMixin
 from ._fingerprint import module_fingerprint
 from ._lfc import HomologLfcMixin
@@ -68,6 +69,7 @@ class TargetVI(
     QueryMixin,
     HomologLfcMixin,
     SimilarityMixin,
+    ContextAccessMixin,
     EncodingMixin,
     SaveLoadMixin,
     UnsupervisedTrainingMixin,
