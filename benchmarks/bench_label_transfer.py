@@ -40,7 +40,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import speciesvi
-from speciesvi.model._similarity import latent_neighbors
+from speciesvi.tl._similarity import latent_neighbors
 from speciesvi.module._similarity import CountsCSR, candidate_log_likelihood, profile_log_likelihood
 
 BENCH = Path(__file__).resolve().parent

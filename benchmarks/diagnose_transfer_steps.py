@@ -28,7 +28,7 @@ import pandas as pd
 import scvi
 
 import speciesvi
-from speciesvi.model._similarity import latent_neighbors
+from speciesvi.tl._similarity import latent_neighbors
 from speciesvi.tl._labels import vote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

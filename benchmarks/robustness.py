@@ -42,7 +42,7 @@ from benchmarks.run import (
     write,
     write_page,
 )
-from speciesvi.model._similarity import NOVELTY_SDS
+from speciesvi.tl._novelty import NOVELTY_SDS
 from speciesvi.tl import evaluate_labels
 
 SCRIPTS = {**PEER_SCRIPTS, "speciesvi": ("speciesvi_robust.py", None, None)}

@@ -219,7 +219,7 @@ def test_demo_pair_transfer_flags_acinar_cells(trained_context, trained_demo_tar
 def test_novelty_calibration_from_other_cells_flags_outliers_of_a_small_set():
     from scipy.stats import norm
 
-    from speciesvi.model._similarity import novelty_to_p_known
+    from speciesvi.tl._novelty import novelty_to_p_known
 
     # reference: 400 typical cells of two labels (different divergence per label)
     grid = norm.ppf(np.linspace(0.01, 0.99, 200))
@@ -279,7 +279,7 @@ def test_anchor_fallback_flags_the_cells_of_labels_the_model_gets_wrong_on_ancho
 def test_novelty_scale_is_per_label_so_a_wide_shared_type_is_not_eaten():
     from scipy.stats import norm
 
-    from speciesvi.model._similarity import novelty_to_p_known
+    from speciesvi.tl._novelty import novelty_to_p_known
 
     grid = norm.ppf(np.linspace(0.005, 0.995, 400))
     narrow = 1.0 + 0.1 * grid  # the typical label

@@ -54,7 +54,7 @@ def main(argv=None) -> None:
     from bench_label_transfer import warm_up
 
     import speciesvi
-    from speciesvi.model._similarity import latent_neighbors
+    from speciesvi.tl._similarity import latent_neighbors
     from speciesvi.pp._neighbors import homologous_genes
     from speciesvi.tl._labels import vote
 

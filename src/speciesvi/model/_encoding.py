@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -11,30 +10,13 @@ import torch
 from scvi import REGISTRY_KEYS
 from scvi.data._utils import _validate_adata_dataloader_input
 
-from ..module._lfc import LatentCells
 from ..module._modes import predicting
+from ..tl._homolog_lfc import Posteriors
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
 Representation = Literal["z", "inter", "z_std", "library"]
-
-
-@dataclass
-class Posteriors:
-    """Posterior means and standard deviations of z and the log library size of cells of one model."""
-
-    z_mean: np.ndarray
-    z_std: np.ndarray
-    library_mean: np.ndarray
-    library_std: np.ndarray
-    batches: np.ndarray
-
-    def cells(self, indices: np.ndarray, device: torch.device | str) -> LatentCells:
-        def tensor(a: np.ndarray) -> torch.Tensor:
-            return torch.as_tensor(np.ascontiguousarray(a[indices]), dtype=torch.float32, device=device)
-
-        return LatentCells(tensor(self.z_mean), tensor(self.z_std), tensor(self.library_mean), tensor(self.library_std))
 
 
 @torch.inference_mode()

@@ -2,74 +2,33 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 import scvi
 import torch
-from scvi.utils import track
 
-from ..module._lfc import (
-    HomologousDecoder,
-    LatentCells,
-    homolog_lfc_statistics,
-    mahalanobis_inliers,
-    sample_homologous_expression,
-)
-from ..module._modes import predicting
 from ..module._precision import fast_matmul_dtype
-from ..tl._labels import HETEROGENEOUS, UNASSIGNED
-from ._encoding import Posteriors, encode_posteriors
-
-logger = logging.getLogger(__name__)
-
-#: Columns of the table returned by ``homolog_lfc``, in order.
-LFC_COLUMNS = (
-    "cell_type",
-    "gene_target",
-    "gene_context",
-    "lfc",
-    "p",
-    "lfc_null",
-    "p_null",
-    "rho_target",
-    "rho_context",
-    "mu_target",
-    "mu_context",
+from ..tl._homolog_lfc import (
+    LFC_BATCH_SIZE,
+    TypeCells,
+    cells_per_type,
+    homologous_expression,
+    lfc_table,
+    shared_cell_types,
+    usable_labels,
 )
-#: A batch takes part in the decoding of a cell type when it holds at least this many of its cells.
-MIN_BATCH_CELLS = 4
-#: Latent draws decoded at once when no ``batch_size`` is given.
-LFC_BATCH_SIZE = 512
-
-
-@dataclass
-class _TypeCells:
-    """What the decoding of one cell type needs in one species."""
-
-    cells: LatentCells
-    batches: np.ndarray
-    n_cells: int
-    n_inliers: int
-
-
-def _labels(column: pd.Series) -> np.ndarray:
-    """Labels as strings; missing, "Unassigned" and "Heterogeneous" become ``None``."""
-    labels = column.astype(str).to_numpy(dtype=object)
-    labels[column.isna().to_numpy() | np.isin(labels, [UNASSIGNED, HETEROGENEOUS])] = None
-    return labels
+from ._encoding import encode_posteriors
 
 
 class HomologLfcMixin:
     """Log2 fold changes of homologous genes between the target and the context species.
 
     Mixed into :class:`~speciesvi.TargetVI`; reads the context through
-    :class:`~speciesvi.model._context_access.ContextAccessMixin`, needs ``self.module.decoder`` and the
-    helpers of :class:`~speciesvi.model._similarity.SimilarityMixin` (homologous gene pairs, context labels).
+    :class:`~speciesvi.model._context_access.ContextAccessMixin` and computes with
+    :mod:`speciesvi.tl._homolog_lfc`.
     """
 
     # -- inputs ----------------------------------------------------------------------------------
@@ -93,54 +52,9 @@ class HomologLfcMixin:
             raise ValueError(
                 f"The target AnnData has no obs column {labels_key!r}; available: {list(self.adata.obs.columns)}."
             )
-        target_labels = _labels(self.adata.obs[labels_key])
-        context_labels = _labels(self._context_label_column(context_key))
+        target_labels = usable_labels(self.adata.obs[labels_key])
+        context_labels = usable_labels(self._context_label_column(context_key))
         return target_labels, context_labels, labels_key, context_key
-
-    @staticmethod
-    def _lfc_cell_types(
-        cell_types: str | Sequence[str] | None, target_labels: np.ndarray, context_labels: np.ndarray
-    ) -> list[str]:
-        in_target = set(pd.unique(target_labels[pd.notna(target_labels)]))
-        in_context = set(pd.unique(context_labels[pd.notna(context_labels)]))
-        if cell_types is None:
-            shared = sorted(in_target & in_context)
-            if not shared:
-                raise ValueError(
-                    "No cell type is held by both species; check labels_key and context_labels_key "
-                    f"(target types: {sorted(in_target)[:10]}, context types: {sorted(in_context)[:10]})."
-                )
-            return shared
-        types = [cell_types] if isinstance(cell_types, str) else list(cell_types)
-        if not types or not all(isinstance(t, str) for t in types):
-            raise TypeError("cell_types must be a cell type name or a sequence of names.")
-        for cell_type in types:
-            missing = [name for name, held in (("target", in_target), ("context", in_context)) if cell_type not in held]
-            if missing:
-                raise ValueError(
-                    f"Cell type {cell_type!r} has no cells in the {' and '.join(missing)} species; log fold changes "
-                    "need cells of the type in both. Pass cell types both species hold."
-                )
-        return list(dict.fromkeys(types))
-
-    @staticmethod
-    def _lfc_type_cells(
-        posteriors: Posteriors,
-        members: np.ndarray,
-        confidence_level: float,
-        device: torch.device | str,
-    ) -> _TypeCells:
-        inliers = members[mahalanobis_inliers(posteriors.z_mean[members], confidence_level)]
-        if inliers.size == 0:  # cannot happen for a proper quantile, but keep the type decodable
-            inliers = members
-        batches, counts = np.unique(posteriors.batches[members], return_counts=True)
-        held = batches[counts >= MIN_BATCH_CELLS]
-        return _TypeCells(
-            cells=posteriors.cells(inliers, device),
-            batches=held if held.size else batches,
-            n_cells=int(members.size),
-            n_inliers=int(inliers.size),
-        )
 
     def _lfc_inputs(
         self,
@@ -149,47 +63,24 @@ class HomologLfcMixin:
         cell_types: str | Sequence[str] | None,
         confidence_level: float,
         batch_size: int | None,
-    ) -> tuple[list[str], dict, np.ndarray, np.ndarray, str, str]:
+    ) -> tuple[dict[str, tuple[TypeCells, TypeCells]], np.ndarray, np.ndarray, str, str]:
         if not isinstance(confidence_level, int | float) or not 0.0 < confidence_level <= 1.0:
             raise ValueError(f"confidence_level must be in (0, 1], got {confidence_level!r}.")
         if batch_size is not None and (not isinstance(batch_size, int | np.integer) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
         target_labels, context_labels, labels_key, context_key = self._lfc_labels(labels_key, context_labels_key)
-        types = self._lfc_cell_types(cell_types, target_labels, context_labels)
+        types = shared_cell_types(cell_types, target_labels, context_labels)
         target_idx, context_idx = self._homologous_genes()
-        target_post = encode_posteriors(self)
-        context_post = self._context_posteriors()
-        device = self.device
-        per_type = {
-            cell_type: (
-                self._lfc_type_cells(target_post, np.flatnonzero(target_labels == cell_type), confidence_level, device),
-                self._lfc_type_cells(
-                    context_post, np.flatnonzero(context_labels == cell_type), confidence_level, device
-                ),
-            )
-            for cell_type in types
-        }
-        return types, per_type, target_idx, context_idx, labels_key, context_key
-
-    def _homologous_decoders(
-        self,
-        target_idx: np.ndarray,
-        context_idx: np.ndarray,
-        target: _TypeCells,
-        context: _TypeCells,
-        dtype: torch.dtype = torch.float32,
-    ) -> tuple[HomologousDecoder, HomologousDecoder]:
-        return (
-            HomologousDecoder(
-                self.module.decoder, torch.as_tensor(target_idx), torch.as_tensor(target.batches), dtype=dtype
-            ),
-            HomologousDecoder(
-                self._context_decoder(),
-                torch.as_tensor(context_idx),
-                torch.as_tensor(context.batches),
-                dtype=dtype,
-            ),
+        per_type = cells_per_type(
+            types,
+            encode_posteriors(self),
+            self._context_posteriors(),
+            target_labels,
+            context_labels,
+            confidence_level,
+            self.device,
         )
+        return per_type, target_idx, context_idx, labels_key, context_key
 
     def _matmul_dtype(self, precision: str) -> torch.dtype:
         if precision not in ("auto", "float32", "bfloat16"):
@@ -304,50 +195,29 @@ class HomologLfcMixin:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
         if not isinstance(eps, int | float | np.floating) or not eps > 0:
             raise ValueError(f"eps must be a positive number, got {eps!r}.")
-        types, per_type, target_idx, context_idx, labels_key, context_key = self._lfc_inputs(
+        per_type, target_idx, context_idx, labels_key, context_key = self._lfc_inputs(
             labels_key, context_labels_key, cell_types, confidence_level, batch_size
         )
-        generator = self._generator(random_state)
         dtype = self._matmul_dtype(precision)
-        target_genes = np.asarray(self.adata.var_names[target_idx], dtype=object)
-        context_genes = np.asarray(self._context_var_names()[context_idx], dtype=object)
-        target_decoder, context_decoder = self.module.decoder, self._context_decoder()
-        frames, counts = [], {}
-        with predicting(target_decoder), predicting(context_decoder):
-            for cell_type in track(types, description="Homolog LFC", disable=not progress_bar):
-                target, context = per_type[cell_type]
-                stats = homolog_lfc_statistics(
-                    *self._homologous_decoders(target_idx, context_idx, target, context, dtype),
-                    target.cells,
-                    context.cells,
-                    n_samples=int(n_samples),
-                    delta=float(delta),
-                    eps=float(eps),
-                    batch_size=int(batch_size or LFC_BATCH_SIZE),
-                    generator=generator,
-                )
-                counts[cell_type] = {
-                    "n_cells_target": target.n_cells,
-                    "n_inliers_target": target.n_inliers,
-                    "n_cells_context": context.n_cells,
-                    "n_inliers_context": context.n_inliers,
-                    "n_median_draws": int(stats.pop("n_median_draws")),
-                }
-                frame = pd.DataFrame({"gene_target": target_genes, "gene_context": context_genes, **stats})
-                frame.insert(0, "cell_type", cell_type)
-                frames.append(frame)
-                logger.info(
-                    "homolog_lfc %s: %d target and %d context cells (%d and %d inliers), %d of %d pairs with p > 0.9",
-                    cell_type,
-                    target.n_cells,
-                    context.n_cells,
-                    target.n_inliers,
-                    context.n_inliers,
-                    int((stats["p"] > 0.9).sum()),
-                    len(frame),
-                )
-        result = pd.concat(frames, ignore_index=True)[list(LFC_COLUMNS)]
-        result["cell_type"] = pd.Categorical(result["cell_type"], categories=types)
+        names = (
+            np.asarray(self.adata.var_names[target_idx], dtype=object),
+            np.asarray(self._context_var_names()[context_idx], dtype=object),
+        )
+        result, counts = lfc_table(
+            self.module.decoder,
+            self._context_decoder(),
+            per_type,
+            target_idx,
+            context_idx,
+            names,
+            n_samples=int(n_samples),
+            delta=float(delta),
+            eps=float(eps),
+            batch_size=int(batch_size or LFC_BATCH_SIZE),
+            generator=self._generator(random_state),
+            dtype=dtype,
+            progress_bar=progress_bar,
+        )
         result.attrs["params"] = {
             "labels_key": labels_key,
             "context_labels_key": context_key,
@@ -397,25 +267,20 @@ class HomologLfcMixin:
         """
         if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
-        types, per_type, target_idx, context_idx, _, _ = self._lfc_inputs(
+        per_type, target_idx, context_idx, _, _ = self._lfc_inputs(
             labels_key, context_labels_key, cell_types, confidence_level, batch_size
         )
-        generator = self._generator(random_state)
-        target_genes = pd.Index(self.adata.var_names[target_idx], name="gene_target")
-        context_genes = pd.Index(self._context_var_names()[context_idx], name="gene_context")
-        target_decoder, context_decoder = self.module.decoder, self._context_decoder()
-        target_out, context_out = {}, {}
-        with predicting(target_decoder), predicting(context_decoder):
-            for cell_type in types:
-                target, context = per_type[cell_type]
-                rho_t, rho_c = sample_homologous_expression(
-                    *self._homologous_decoders(target_idx, context_idx, target, context),
-                    target.cells,
-                    context.cells,
-                    n_samples=int(n_samples),
-                    batch_size=int(batch_size or LFC_BATCH_SIZE),
-                    generator=generator,
-                )
-                target_out[cell_type] = pd.DataFrame(rho_t.numpy(), columns=target_genes)
-                context_out[cell_type] = pd.DataFrame(rho_c.numpy(), columns=context_genes)
-        return target_out, context_out
+        return homologous_expression(
+            self.module.decoder,
+            self._context_decoder(),
+            per_type,
+            target_idx,
+            context_idx,
+            (
+                pd.Index(self.adata.var_names[target_idx], name="gene_target"),
+                pd.Index(self._context_var_names()[context_idx], name="gene_context"),
+            ),
+            n_samples=int(n_samples),
+            batch_size=int(batch_size or LFC_BATCH_SIZE),
+            generator=self._generator(random_state),
+        )

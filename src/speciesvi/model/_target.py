@@ -31,6 +31,7 @@ from ._query import QueryMixin
 from ._save import SaveLoadMixin
 from ._similarity import SimilarityMixin
 from ._training import plan_kwargs_with_defaults
+from ._transfer import TransferMixin
 from ._validation import check_anndata
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ def _neighbor_params(adata: AnnData, neighbors_key: str) -> dict:
 class TargetVI(
     QueryMixin,
     HomologLfcMixin,
+    TransferMixin,
     SimilarityMixin,
     ContextAccessMixin,
     EncodingMixin,

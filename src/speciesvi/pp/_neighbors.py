@@ -14,6 +14,7 @@ from sklearn.preprocessing import normalize
 from ._checks import check_counts, check_obs_key, check_unique_var_names, get_matrix
 from ._fingerprint import adata_fingerprint
 from ._genes import select_variable_genes
+from ._homologs import homologous_gene_positions
 from ._knn import choose_method, cosine_knn
 
 if TYPE_CHECKING:
@@ -29,14 +30,9 @@ _CHUNK_ROWS = 10_000
 
 def homologous_genes(target: AnnData, context: AnnData) -> tuple[np.ndarray, np.ndarray]:
     """Target genes whose ``var["context_gene"]`` is a context gene, and those context genes, in target order."""
-    if "context_gene" not in target.var.columns:
-        raise ValueError(
-            "target.var has no 'context_gene' column; run speciesvi.pp.translate_genes(target, table) first."
-        )
-    mapped = target.var["context_gene"]
-    present = mapped.notna().to_numpy() & mapped.astype(object).isin(context.var_names).to_numpy()
-    t_genes = target.var_names[present].to_numpy(dtype=object)
-    c_genes = mapped[present].astype(str).to_numpy(dtype=object)
+    target_idx, context_idx = homologous_gene_positions(target.var, context.var_names)
+    t_genes = target.var_names[target_idx].to_numpy(dtype=object)
+    c_genes = context.var_names[context_idx].astype(str).to_numpy(dtype=object)
     if len(c_genes) != len(set(c_genes)):
         dupes = pd.Index(c_genes)[pd.Index(c_genes).duplicated()].unique()
         raise ValueError(

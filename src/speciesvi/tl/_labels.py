@@ -193,3 +193,20 @@ def anchor_fallback(
     failing = [label for label, share in agreement.items() if share < min_agreement]
     use_data_level = np.isin(labels.astype(str), failing) | np.isin(data_level_labels.astype(str), failing)
     return use_data_level, agreement
+
+
+def leiden_clusters(z: np.ndarray) -> np.ndarray:
+    """Leiden clusters of a latent space (15-nearest-neighbour graph, resolution 1)."""
+    import anndata as ad
+    import scanpy as sc
+
+    tmp = ad.AnnData(obsm={"X_latent": np.asarray(z, dtype=np.float32)}, shape=(z.shape[0], 0))
+    sc.pp.neighbors(tmp, use_rep="X_latent", random_state=0)
+    try:
+        sc.tl.leiden(tmp, flavor="igraph", n_iterations=2, directed=False, random_state=0)
+    except ImportError as err:
+        raise ValueError(
+            "over_clustering='leiden' needs the igraph and leidenalg packages (pip install igraph leidenalg); "
+            "or pass an obs key / per-cell cluster ids."
+        ) from err
+    return tmp.obs["leiden"].astype(str).to_numpy(dtype=object)

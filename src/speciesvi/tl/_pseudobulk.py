@@ -11,6 +11,8 @@ import pandas as pd
 from scipy import sparse
 from scipy.stats import spearmanr
 
+from ..pp._homologs import homologous_gene_positions
+
 if TYPE_CHECKING:
     from anndata import AnnData
 
@@ -43,10 +45,9 @@ def _gene_pairs(target: AnnData, context: AnnData, gene_pairs: pd.DataFrame | No
                 "The target AnnData has no var['context_gene']; run speciesvi.pp.translate_genes first or pass "
                 "gene_pairs= (a DataFrame with columns 'gene_target' and 'gene_context')."
             )
-        context_gene = target.var["context_gene"].astype(object)
-        known = context_gene.notna().to_numpy() & context_gene.isin(context.var_names).to_numpy()
-        target_names = target.var_names[known].to_numpy()
-        context_names = context_gene.to_numpy()[known]
+        target_idx, context_idx = homologous_gene_positions(target.var, context.var_names)
+        target_names = target.var_names[target_idx].to_numpy()
+        context_names = context.var_names[context_idx].to_numpy()
     else:
         if not isinstance(gene_pairs, pd.DataFrame) or not {"gene_target", "gene_context"} <= set(gene_pairs):
             raise TypeError("gene_pairs must be a DataFrame with the columns 'gene_target' and 'gene_context'.")

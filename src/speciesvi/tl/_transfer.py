@@ -1,0 +1,181 @@
+"""Label transfer from ranked context candidates: the vote, the anchor check, "Unassigned" and the AnnData record."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+
+from ._labels import UNASSIGNED, anchor_fallback, majority_voting, vote
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+#: Where the candidates of ``TargetVI.transfer_labels`` come from.
+CandidateSource = Literal["data_level", "latent"]
+#: Share of a label's anchor cells the similarity vote must label alike, or that label falls back to the
+#: data-level vote (``transfer_labels(data_level_fallback=...)``).
+ANCHOR_AGREEMENT = 0.9
+
+
+def anchored_vote(
+    context_labels: np.ndarray,
+    voters: np.ndarray,
+    data_level_voters: np.ndarray | None = None,
+    anchors: np.ndarray | None = None,
+    min_agreement: float | None = ANCHOR_AGREEMENT,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Majority vote of the most similar context cells, with the anchor check.
+
+    Every target cell takes the majority label of its ``voters``. With ``min_agreement``, labels whose anchor
+    cells (``anchors``: the cells with the most reliable data-level labels) the vote gives that label less
+    often than ``min_agreement`` fall back, for every cell whose vote or data-level label is such a label, to
+    the vote of ``data_level_voters`` (see :func:`speciesvi.tl._labels.anchor_fallback`).
+
+    Parameters
+    ----------
+    context_labels
+        Label of every context cell (``None`` for missing labels, which do not vote).
+    voters
+        ``(n, k)`` context cells that vote for each target cell, most similar first.
+    data_level_voters
+        ``(n, k)`` data-level neighbours of each target cell, nearest first (needed with ``min_agreement``).
+    anchors
+        ``(n,)`` bool, the anchor cells (needed with ``min_agreement``).
+    min_agreement
+        Smallest share of a label's anchors the vote must give that label; ``None`` skips the check.
+
+    Returns
+    -------
+    labels, shares
+        ``(n,)`` winning label and its vote share.
+    record
+        ``anchor_agreement`` per label, the ``data_level_labels`` that fell back and ``n_data_level`` cells;
+        empty without the check.
+
+    Examples
+    --------
+    >>> labels = np.array(["a", "b", "b"], dtype=object)
+    >>> anchored_vote(labels, np.array([[1, 2], [0, 1]]), min_agreement=None)[0].tolist()
+    ['b', 'a']
+    """
+    label, share = vote(context_labels[voters])
+    if min_agreement is None:
+        return label, share, {}
+    if data_level_voters is None or anchors is None:
+        raise ValueError("The anchor check needs data_level_voters and anchors (or min_agreement=None).")
+    data_label, data_share = vote(context_labels[np.asarray(data_level_voters, dtype=np.int64)])
+    use_data_level, agreement = anchor_fallback(label, data_label, np.asarray(anchors, dtype=bool), min_agreement)
+    record = {
+        "anchor_agreement": agreement,
+        "data_level_labels": sorted(k for k, v in agreement.items() if v < min_agreement),
+        "n_data_level": int(use_data_level.sum()),
+    }
+    if use_data_level.any():
+        logger.info(
+            "transfer_labels: the similarity vote disagrees with the data-level label of the anchor cells of %s; "
+            "their %d cells keep the data-level vote.",
+            record["data_level_labels"],
+            record["n_data_level"],
+        )
+    label = np.where(use_data_level, data_label, label).astype(object)
+    return label, np.where(use_data_level, data_share, share), record
+
+
+def transfer_table(
+    votes: dict[str, tuple[np.ndarray, np.ndarray]],
+    p_known: np.ndarray,
+    novelty: np.ndarray,
+    best_similarity: np.ndarray,
+    obs_names: pd.Index,
+    unassigned_threshold: float | None = 0.5,
+    clusters: np.ndarray | None = None,
+    min_prop: float = 0.0,
+) -> pd.DataFrame:
+    """The per-cell result of a label transfer.
+
+    Parameters
+    ----------
+    votes
+        Per labels key, the voted label and its vote share of every cell.
+    p_known
+        Probability that a cell belongs to a context type (:func:`speciesvi.tl._novelty.novelty_to_p_known`).
+    novelty, best_similarity
+        Reported as they are.
+    obs_names
+        Index of the table.
+    unassigned_threshold
+        Cells with ``p_known`` below it get "Unassigned"; ``None`` labels every cell.
+    clusters
+        Per-cell clusters for majority voting, or ``None``.
+    min_prop
+        Majority voting: clusters whose top label has a smaller share are "Heterogeneous".
+
+    Returns
+    -------
+    pandas.DataFrame
+        With one labels key: ``label``, ``confidence`` (vote share x ``p_known``), ``vote_share`` (and
+        ``majority_voting``); with several, the same columns suffixed by ``_{key}``; then ``p_known``,
+        ``novelty`` and ``best_similarity``.
+
+    Examples
+    --------
+    >>> votes = {"type": (np.array(["a", "b"], dtype=object), np.array([1.0, 0.6]))}
+    >>> table = transfer_table(votes, np.array([0.9, 0.1]), np.zeros(2), np.zeros(2), pd.Index(["c1", "c2"]))
+    >>> table["label"].tolist()
+    ['a', 'Unassigned']
+    """
+    unassigned = (
+        np.zeros(p_known.shape[0], dtype=bool) if unassigned_threshold is None else p_known < unassigned_threshold
+    )
+    table = pd.DataFrame(index=obs_names)
+    for key, (label, share) in votes.items():
+        label = np.where(unassigned, UNASSIGNED, label).astype(object)
+        suffix = "" if len(votes) == 1 else f"_{key}"
+        table[f"label{suffix}"] = pd.Categorical(label)
+        table[f"confidence{suffix}"] = share * p_known
+        table[f"vote_share{suffix}"] = share
+        if clusters is not None:
+            table[f"majority_voting{suffix}"] = pd.Categorical(majority_voting(label, clusters, min_prop=min_prop))
+    table["p_known"] = p_known
+    table["novelty"] = novelty
+    table["best_similarity"] = best_similarity
+    return table
+
+
+def write_transfer(
+    adata: AnnData,
+    table: pd.DataFrame,
+    keys: list[str],
+    key_added: str,
+    params: dict,
+    similarities: np.ndarray | None = None,
+    candidates: np.ndarray | None = None,
+) -> list[str]:
+    """Write a :func:`transfer_table` and its parameters to the target AnnData; returns the ``obs`` keys written.
+
+    Per labels key ``k``: ``obs[f"{key_added}_{k}"]``, ``..._confidence`` (and ``..._majority_voting``); once:
+    ``..._novelty`` and ``..._p_known``; ``uns[f"{key_added}_params"]`` = ``params`` with ``obs_keys``; with
+    ``similarities``, ``obsm[f"{key_added}_similarity"]`` and ``..._similarity_index``.
+    """
+    written = []
+    for key in keys:
+        suffix = "" if len(keys) == 1 else f"_{key}"
+        adata.obs[f"{key_added}_{key}"] = table[f"label{suffix}"].values
+        adata.obs[f"{key_added}_{key}_confidence"] = table[f"confidence{suffix}"].to_numpy()
+        written += [f"{key_added}_{key}", f"{key_added}_{key}_confidence"]
+        if f"majority_voting{suffix}" in table:
+            adata.obs[f"{key_added}_{key}_majority_voting"] = table[f"majority_voting{suffix}"].values
+            written.append(f"{key_added}_{key}_majority_voting")
+    adata.obs[f"{key_added}_novelty"] = table["novelty"].to_numpy()
+    adata.obs[f"{key_added}_p_known"] = table["p_known"].to_numpy()
+    written += [f"{key_added}_novelty", f"{key_added}_p_known"]
+    if similarities is not None:
+        adata.obsm[f"{key_added}_similarity"] = similarities.astype(np.float32)
+        adata.obsm[f"{key_added}_similarity_index"] = candidates
+    adata.uns[f"{key_added}_params"] = {**params, "obs_keys": written}
+    return written
