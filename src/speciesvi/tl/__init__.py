@@ -1,17 +1,47 @@
-"""Tools that work on results: label evaluation, majority votes, histogram modes, pseudo-bulk fold changes."""
+"""Array-in/array-out analysis: likelihood similarity, novelty, label transfer, cell-type similarity, homolog LFC,
+and tools on results (label evaluation, votes, pseudo-bulk fold changes).
 
+The model methods (:meth:`speciesvi.TargetVI.transfer_labels`, ``cell_type_similarity``, ``homolog_lfc``) gather
+the posteriors and networks these functions take.
+"""
+
+from ._cell_types import TypePairs, sample_type_pairs, type_similarity_table
 from ._evaluate import LabelEvaluation, evaluate_labels
-from ._labels import HETEROGENEOUS, UNASSIGNED, histogram_mode, majority_voting, vote
+from ._homolog_lfc import LFC_COLUMNS, Posteriors, cells_per_type, homologous_expression, lfc_table
+from ._labels import HETEROGENEOUS, UNASSIGNED, anchor_fallback, histogram_mode, leiden_clusters, majority_voting, vote
+from ._novelty import NOVELTY_SDS, novelty_scores, novelty_to_p_known
 from ._pseudobulk import lfc_agreement, pseudobulk_lfc
+from ._similarity import latent_neighbors, likelihood_similarity, sort_by_similarity
+from ._transfer import ANCHOR_AGREEMENT, anchored_vote, transfer_table, write_transfer
 
 __all__ = [
+    "ANCHOR_AGREEMENT",
     "HETEROGENEOUS",
+    "LFC_COLUMNS",
+    "NOVELTY_SDS",
     "UNASSIGNED",
     "LabelEvaluation",
+    "Posteriors",
+    "TypePairs",
+    "anchor_fallback",
+    "anchored_vote",
+    "cells_per_type",
     "evaluate_labels",
     "histogram_mode",
+    "homologous_expression",
+    "latent_neighbors",
+    "leiden_clusters",
     "lfc_agreement",
+    "lfc_table",
+    "likelihood_similarity",
     "majority_voting",
+    "novelty_scores",
+    "novelty_to_p_known",
     "pseudobulk_lfc",
+    "sample_type_pairs",
+    "sort_by_similarity",
+    "transfer_table",
+    "type_similarity_table",
     "vote",
+    "write_transfer",
 ]
