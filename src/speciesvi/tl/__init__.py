@@ -1,5 +1,7 @@
-"""Array-in/array-out analysis: likelihood similarity, novelty, label transfer, cell-type similarity, homolog LFC,
-and tools on results (label evaluation, votes, pseudo-bulk fold changes).
+"""Array-in/array-out analysis, and tools on results.
+
+Likelihood similarity, novelty, label transfer, cell-type similarity and homolog LFC; label evaluation, votes
+and pseudo-bulk fold changes.
 
 The model methods (:meth:`speciesvi.TargetVI.transfer_labels`, ``cell_type_similarity``, ``homolog_lfc``) gather
 the posteriors and networks these functions take.
