@@ -39,6 +39,7 @@ def _species(prefix: str, seed: int):
 
 
 def main(out_dir: Path) -> None:
+    """Train the pair, save the TargetVI in the earlier layout and write the fixture files to ``out_dir``."""
     context, target = _species("ctx_", 1), _species("TGT_", 2)
     table = pd.DataFrame(
         {
