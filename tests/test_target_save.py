@@ -17,6 +17,7 @@ from test_similarity import prepare_species
 
 import speciesvi
 from speciesvi.model._context_state import MAX_LABEL_CATEGORIES, label_columns
+from speciesvi.model._encoding import encode_posteriors
 from speciesvi.train import AlignmentTrainingPlan
 
 WORKER = Path(__file__).with_name("target_save_worker.py")
@@ -72,7 +73,12 @@ def test_the_carried_context_is_frozen_and_out_of_the_optimizer(pair):
     module = model.module
     for name, value in context_model.module.decoder.state_dict().items():
         assert torch.equal(module.context_decoder.state_dict()[name], value.cpu()), name
-    np.testing.assert_array_equal(module.context_z_mean.numpy(), context_model.get_latent_representation())
+    carried, expected = model._context_posteriors(), encode_posteriors(context_model)  # as the context model encodes
+    for field in ("z_mean", "z_std", "library_mean", "library_std", "batches"):
+        np.testing.assert_array_equal(getattr(carried, field), getattr(expected, field), err_msg=field)
+    assert model._context_var_names().equals(context_model.adata.var_names)
+    assert model._context_obs_names().equals(context_model.adata.obs_names)
+    pd.testing.assert_series_equal(model._context_label_column("labels"), context_model.adata.obs["labels"])
     frozen = {id(p) for p in module.context_decoder.parameters()} | {id(p) for p in module.inner_encoder.parameters()}
     assert not any(p.requires_grad for p in module.context_decoder.parameters())
     plan = AlignmentTrainingPlan(module, optimizer="AdamW", weight_decay=0.5)

@@ -21,7 +21,6 @@ from torch import nn
 
 from ..pp import adata_fingerprint
 from ._context import ContextVI
-from ._encoding import encode_posteriors
 from ._fingerprint import module_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -182,33 +181,36 @@ def context_state(
 ) -> dict[str, torch.Tensor]:
     """The tensors a :class:`~speciesvi.module.TargetVAE` carries of its context, by ``state_dict`` key.
 
-    One encoding pass over the context cells (:func:`~speciesvi.model._encoding.encode_posteriors`), one more for
-    the outer-encoder output with ``alignment="inter"``; copies of the decoder and (``"inter"``) inner encoder.
+    Copies of the decoder and (``alignment="inter"``) inner encoder, and per context cell: the posterior of z, the
+    outer-encoder output (``"inter"``), the posterior of the log library size, the batch and the label codes. The
+    encoding passes over the context cells are those of earlier speciesvi versions (z, its standard deviation,
+    inter), which each draw a data-loader seed from torch's global generator; the library pass, new, leaves the
+    generator as it was, so that a seeded TargetVI trains exactly as before.
     """
     module = context_model.module
-    posteriors = encode_posteriors(context_model)
     state = {
         f"context_decoder.{key}": value.detach().cpu().clone() for key, value in module.decoder.state_dict().items()
     }
     if alignment == "inter":
-        state.update(
-            {
-                f"inner_encoder.{key}": value.detach().cpu().clone()
-                for key, value in module.inner_encoder.state_dict().items()
-            }
-        )
+        inner = module.inner_encoder.state_dict()
+        state.update({f"inner_encoder.{key}": value.detach().cpu().clone() for key, value in inner.items()})
+    z_mean = context_model.get_latent_representation(representation="z")
+    z_std = context_model.get_latent_representation(representation="z_std")
+    if alignment == "inter":
         state["context_inter"] = torch.as_tensor(context_model.get_latent_representation(representation="inter"))
+    with torch.random.fork_rng(devices=[]):
+        library = context_model.get_latent_representation(representation="library")
+    batches = np.asarray(context_model.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).reshape(-1)
     codes = [np.asarray(values.codes, dtype=np.int32) for values in columns.values()]
-    n_obs = posteriors.z_mean.shape[0]
     state.update(
         {
-            "context_z_mean": torch.as_tensor(posteriors.z_mean),
-            "context_z_std": torch.as_tensor(posteriors.z_std),
-            "context_library_mean": torch.as_tensor(posteriors.library_mean),
-            "context_library_std": torch.as_tensor(posteriors.library_std),
-            "context_batch": torch.as_tensor(posteriors.batches, dtype=torch.long),
+            "context_z_mean": torch.as_tensor(z_mean),
+            "context_z_std": torch.as_tensor(z_std),
+            "context_library_mean": torch.as_tensor(library[:, 0]).contiguous(),
+            "context_library_std": torch.as_tensor(library[:, 1]).contiguous(),
+            "context_batch": torch.as_tensor(batches.astype(np.int64)),
             "context_labels": torch.as_tensor(
-                np.stack(codes, axis=1) if codes else np.zeros((n_obs, 0), dtype=np.int32)
+                np.stack(codes, axis=1) if codes else np.zeros((z_mean.shape[0], 0), dtype=np.int32)
             ),
         }
     )

@@ -112,7 +112,7 @@ class TargetVI(
         As in :class:`~speciesvi.ContextVI`.
     context_spec
         Shapes of the carried context parts, derived from ``context_model`` and saved with the model; :meth:`load`
-        passes it to build the model without a context model. Leave it to ``None``.
+        passes it to build the model without a context model. Leave it as ``None``.
     **module_kwargs
         Passed to :class:`~speciesvi.module.TargetVAE`.
 
