@@ -54,8 +54,9 @@ def _sha256(path: Path) -> str:
 def archive_model(dir_path: str | os.PathLike, archive_path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Pack a saved model folder into a ``.tar.gz`` archive, to publish or copy it as one file.
 
-    The archive holds the folder's files at its top level (sub-folders such as a TargetVI's ``context`` are
-    kept). It is written to a temporary file first and moved into place, so a failed write leaves no archive.
+    The archive holds the folder's files at its top level (sub-folders, such as the ``context`` of a TargetVI saved
+    by an earlier speciesvi, are kept). It is written to a temporary file first and moved into place, so a failed
+    write leaves no archive.
 
     Parameters
     ----------

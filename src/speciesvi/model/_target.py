@@ -359,7 +359,8 @@ class TargetVI(
         context_model
             Optional: the trained context model, attached as ``target.context_model`` after checking that it is the
             one the target was trained against (a ``ValueError`` otherwise). Without it ``target.context_model`` is
-            ``None``; no method of the TargetVI needs it.
+            ``None`` (for a folder of the earlier layout: the context model loaded from ``context/``); no method of
+            the TargetVI needs it.
         accelerator, device, prefix, backup_url
             As in :meth:`scvi.model.base.BaseModelClass.load`.
         **kwargs
