@@ -112,34 +112,40 @@ class _Payload:
 @needs_hub
 def test_target_hub_round_trip(small_pair, tmp_path):
     context_model, target_model = small_pair
-    target, context = target_model.adata, context_model.adata
+    target = target_model.adata
     expected = target_model.get_latent_representation()
+    expected_labels = target_model.transfer_labels(n_candidates=20, top_k=5, key_added="hub")["label"]
 
-    # with both AnnData objects saved, HubModel.load_model rebuilds the pair with no argument
-    full = tmp_path / "hub_target_full"
-    speciesvi.model.to_hub_model(target_model, full, save_anndata=True)
-    assert (full / "context" / "model.pt").is_file() and (full / "context" / "adata.h5ad").is_file()
-    hub_model = HubModel(str(full))
-    hub_model.load_model()
-    assert type(hub_model.model) is speciesvi.TargetVI
-    np.testing.assert_allclose(hub_model.model.get_latent_representation(), expected, atol=1e-6)
-    np.testing.assert_allclose(
-        hub_model.model.context_model.get_latent_representation(), context_model.get_latent_representation(), atol=1e-6
-    )
-
-    # without them, load_model says what to do, and TargetVI.load with the context AnnData loads the folder
+    # a TargetVI carries its context: the folder loads without the context model or data
     bare = tmp_path / "hub_target"
     speciesvi.model.to_hub_model(target_model, bare)
-    assert "context_adata=context_adata" in (bare / "README.md").read_text()
-    with pytest.raises(ValueError, match=re.escape("speciesvi.TargetVI.load(hub_model.local_dir")):
-        HubModel(str(bare)).load_model(adata=target)
-    loaded = speciesvi.TargetVI.load(bare, adata=target, context_adata=context)
+    assert {p.name for p in bare.iterdir()} == {"model.pt", "_scvi_required_metadata.json", "README.md"}
+    card = (bare / "README.md").read_text()
+    assert "load_model(adata=adata)" in card and "context_adata" not in card and "carried in `model.pt`" in card
+    hub_model = HubModel(str(bare))
+    hub_model.load_model(adata=target.copy())
+    loaded = hub_model.model
+    assert type(loaded) is speciesvi.TargetVI and loaded.context_model is None
     np.testing.assert_allclose(loaded.get_latent_representation(), expected, atol=1e-6)
+    labels = loaded.transfer_labels(n_candidates=20, top_k=5, key_added="hub")["label"]
+    np.testing.assert_array_equal(labels.astype(str).to_numpy(), expected_labels.astype(str).to_numpy())
+
+    # with the target AnnData saved, load_model needs no argument; a context/ left by an earlier layout is removed
+    full = tmp_path / "hub_target_full"
+    (full / "context").mkdir(parents=True)
+    (full / "context" / "model.pt").write_bytes(b"")
+    speciesvi.model.to_hub_model(target_model, full, save_anndata=True, overwrite=True)
+    assert (full / "adata.h5ad").is_file() and not (full / "context").exists()
+    hub_model = HubModel(str(full))
+    hub_model.load_model()
+    np.testing.assert_allclose(hub_model.model.get_latent_representation(), expected, atol=1e-6)
 
 
 @needs_hub
 def test_to_hub_model_refuses_untrained_and_foreign_models(small_pair, tmp_path):
-    untrained = speciesvi.ContextVI(small_pair[0].adata, n_latent=4, n_hidden_outer=(32,), n_hidden_inner=(16,))
+    adata = small_pair[0].adata.copy()  # set up afresh: earlier tests loaded copies of it from disk
+    speciesvi.ContextVI.setup_anndata(adata, batch_key="batch", labels_key="labels")
+    untrained = speciesvi.ContextVI(adata, n_latent=4, n_hidden_outer=(32,), n_hidden_inner=(16,))
     with pytest.raises(ValueError, match="not trained"):
         speciesvi.model.to_hub_model(untrained, tmp_path / "untrained")
     with pytest.raises(ValueError, match="speciesvi ContextVI or TargetVI"):

@@ -18,9 +18,15 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def synthetic_model():
-    """TargetVI on synthetic species: three shared types and one ("novel") the context lacks."""
+    """TargetVI on synthetic species: three shared types and one ("novel") the context lacks.
+
+    The context's extra obs columns ("coarse", "random") exist before the TargetVI is built: it keeps them.
+    """
     scvi.settings.seed = 0
     context, target = prepare_species()
+    context.obs["coarse"] = np.where(context.obs["labels"] == "alpha", "first", "other")
+    # labels that carry no information: two different sets of 25 neighbours rarely agree on them
+    context.obs["random"] = np.random.default_rng(0).choice(["r0", "r1", "r2"], size=context.n_obs)
     return train_pair(context, target)
 
 
@@ -62,7 +68,6 @@ def test_transfer_labels_recovers_the_shared_types_and_flags_the_novel_one(synth
 def test_transfer_labels_options(synthetic_model):
     model = synthetic_model
     context = model.context_model.adata
-    context.obs["coarse"] = np.where(context.obs["labels"] == "alpha", "first", "other")
     result = model.transfer_labels(
         labels_key=["labels", "coarse"],
         n_candidates=30,
@@ -241,8 +246,6 @@ def test_novelty_calibration_from_other_cells_flags_outliers_of_a_small_set():
 def test_labels_the_similarity_cannot_reproduce_on_the_anchors_keep_the_data_level_vote(synthetic_model):
     model = synthetic_model
     context = model.context_model.adata
-    # labels that carry no information: two different sets of 25 neighbours rarely agree on them
-    context.obs["random"] = np.random.default_rng(0).choice(["r0", "r1", "r2"], size=context.n_obs)
     random_labels = context.obs["random"].astype(str).to_numpy()
     data_level, _ = vote(random_labels[model.adata.obsm["homolog_neighbors"][:, :25]])
 

@@ -135,19 +135,22 @@ def test_query_from_a_saved_reference_and_a_query_model_round_trip(reference, tm
     model.save(tmp_path / "uncalibrated")
     query = _query(model, raw_query)
     with caplog.at_level("WARNING", logger="speciesvi"):
-        mapped = speciesvi.TargetVI.load_query_data(
-            query.copy(), tmp_path / "uncalibrated", context_adata=context_model.adata
-        )
+        mapped = speciesvi.TargetVI.load_query_data(query.copy(), tmp_path / "uncalibrated")
     assert mapped.novelty_calibration_ is None and "no novelty calibration" in caplog.text
+    assert mapped.context_model is None  # the saved reference carries its context: none needed
 
     model.transfer_labels(n_candidates=50, top_k=10)
     model.save(tmp_path / "reference")
-    mapped = speciesvi.TargetVI.load_query_data(query, tmp_path / "reference", context_adata=context_model.adata)
+    mapped = speciesvi.TargetVI.load_query_data(query, tmp_path / "reference")
     assert mapped.novelty_calibration_ == dict(model.novelty_calibration_, source="reference")
     mapped.train(max_epochs=1, enable_progress_bar=False)
+    labels = mapped.transfer_labels(n_candidates=50, top_k=10, key_added="saved_reference")
+    assert labels.shape[0] == query.n_obs and labels["label"].notna().all()
     mapped.save(tmp_path / "query")
-    loaded = speciesvi.TargetVI.load(tmp_path / "query", adata=query, context_model=mapped.context_model)
+    loaded = speciesvi.TargetVI.load(tmp_path / "query", adata=query)
     np.testing.assert_allclose(loaded.get_latent_representation(), mapped.get_latent_representation(), atol=1e-6)
+    attached = speciesvi.TargetVI.load_query_data(query.copy(), tmp_path / "reference", context_model=context_model)
+    assert attached.context_model is context_model
 
 
 def test_missing_query_genes_are_padded_with_a_warning(reference):
@@ -185,7 +188,7 @@ def test_bad_queries_are_refused(reference, tmp_path):
         speciesvi.TargetVI.load_query_data(raw_query, context_model)
 
 
-def test_reference_with_another_latent_size_is_refused(reference, tmp_path):
+def test_reference_with_another_latent_size_or_neighbours_of_another_context_are_refused(reference, tmp_path):
     context_model, model, raw_query = reference
     model.save(tmp_path / "reference")
     other = speciesvi.ContextVI(context_model.adata, n_latent=7, n_hidden_outer=(64,), n_hidden_inner=(32,))
@@ -193,8 +196,11 @@ def test_reference_with_another_latent_size_is_refused(reference, tmp_path):
     query = _query(model, raw_query)
     with pytest.raises(ValueError, match="5-dimensional latent space, the context model 7"):
         speciesvi.TargetVI.load_query_data(query, tmp_path / "reference", context_model=other)
-    with pytest.raises(ValueError, match="context_adata"):
-        speciesvi.TargetVI.load_query_data(query, tmp_path / "reference")
+    # a saved reference without its context still refuses neighbours computed against another context AnnData
+    elsewhere = raw_query.copy()
+    _neighbors(elsewhere, context_model.adata[10:].copy())
+    with pytest.raises(ValueError, match="homolog_neighbors was run against"):
+        speciesvi.TargetVI.load_query_data(elsewhere, tmp_path / "reference")
 
 
 # -- ContextVI -----------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anndata
 import numpy as np
 import pytest
 import torch
@@ -23,6 +24,7 @@ from speciesvi.model._save import load_model_file
 from speciesvi.train import ResumableCheckpoint, linear_warmup
 
 WORKER = Path(__file__).with_name("reliability_worker.py")
+LEGACY = Path(__file__).parent / "data" / "legacy_target"
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -85,13 +87,17 @@ def test_resuming_a_context_model_in_process_and_starting_afresh(tmp_path):
 # -- 2. safe loading -----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def saved_target(tmp_path_factory):
-    """A small trained TargetVI (with its context) saved to a folder; returns (folder, context AnnData, target AnnData)."""
+    """A small trained TargetVI saved to a folder, its context model saved beside it (``../context``).
+
+    Returns (target folder, context AnnData, target AnnData, latent).
+    """
     context, target = prepare()
     context_model = train_context(context, epochs=1)
     model = train_target(target, context_model, epochs=1)
     model.transfer_labels(n_candidates=40, top_k=10)  # novelty_calibration_: numpy scalars in the saved attributes
     folder = tmp_path_factory.mktemp("saved") / "target"
     model.save(folder)
+    context_model.save(folder.parent / "context")
     return folder, context, target, model.get_latent_representation()
 
 
@@ -99,11 +105,11 @@ def test_saved_models_are_read_with_weights_only(saved_target):
     folder, context, target, latent = saved_target
     with pytest.raises(pickle.UnpicklingError):  # plain weights_only=True refuses the numpy/pandas types ...
         torch.load(folder / "model.pt", weights_only=True)
-    for path in (folder, folder / "context"):  # ... which speciesvi allows, and nothing else
+    for path in (folder, folder.parent / "context"):  # ... which speciesvi allows, and nothing else
         contents = load_model_file(path)
         assert contents["attr_dict"]["speciesvi_version_"] == speciesvi.__version__
     allowed = torch.serialization.get_safe_globals()
-    loaded = speciesvi.TargetVI.load(folder, adata=target, context_adata=context)
+    loaded = speciesvi.TargetVI.load(folder, adata=target)
     np.testing.assert_allclose(loaded.get_latent_representation(), latent, atol=1e-6)
     assert torch.serialization.get_safe_globals() == allowed  # the allow-list holds only while a model loads
 
@@ -120,7 +126,11 @@ class _Payload:
 
 @pytest.mark.parametrize("which", ["model.pt", "context/model.pt"])
 def test_a_model_file_that_would_run_code_is_refused(saved_target, tmp_path, which):
+    """The target's model.pt, and the context model of a folder of the earlier layout (context/model.pt)."""
     folder, context, target, _ = saved_target
+    if which == "context/model.pt":  # tests/data/legacy_target: a TargetVI saved with its context model in context/
+        folder = LEGACY / "model"
+        context, target = anndata.read_h5ad(LEGACY / "context.h5ad"), anndata.read_h5ad(LEGACY / "target.h5ad")
     evil = tmp_path / "evil"
     shutil.copytree(folder, evil)
     marker = tmp_path / "marker.txt"
@@ -138,10 +148,9 @@ def test_a_model_file_that_would_run_code_is_refused(saved_target, tmp_path, whi
     assert isinstance(error.value.__cause__, pickle.UnpicklingError)
     with pytest.raises(ValueError, match="arbitrary code"):
         speciesvi.ContextVI.load(evil / Path(which).parent, adata=context)
-    if which == "model.pt":
-        query = target[:10].copy()
-        with pytest.raises(ValueError, match="arbitrary code"):
-            speciesvi.TargetVI.load_query_data(query, evil, context_adata=context)
+    query = target[:10].copy()
+    with pytest.raises(ValueError, match="arbitrary code"):
+        speciesvi.TargetVI.load_query_data(query, evil, context_adata=context)
     assert not marker.exists()
 
 
@@ -187,16 +196,14 @@ def _missing(file: Path) -> None:
 def test_damaged_model_files_give_clear_errors(saved_target, tmp_path, damage, message):
     folder, context, target, _ = saved_target
     damaged_context, damaged_target = tmp_path / "context_damaged", tmp_path / "target_damaged"
-    shutil.copytree(folder, damaged_context)
+    shutil.copytree(folder.parent / "context", damaged_context)
     shutil.copytree(folder, damaged_target)
-    damage(damaged_context / "context" / "model.pt")
+    damage(damaged_context / "model.pt")
     with pytest.raises(ValueError, match=message):
-        speciesvi.ContextVI.load(damaged_context / "context", adata=context)
-    with pytest.raises(ValueError, match=message):
-        speciesvi.TargetVI.load(damaged_context, adata=target, context_adata=context)
+        speciesvi.ContextVI.load(damaged_context, adata=context)
     damage(damaged_target / "model.pt")
     with pytest.raises(ValueError, match=message):
-        speciesvi.TargetVI.load(damaged_target, adata=target, context_adata=context)
+        speciesvi.TargetVI.load(damaged_target, adata=target)
 
 
 def test_missing_folders_give_clear_errors(saved_target, tmp_path):
@@ -205,16 +212,13 @@ def test_missing_folders_give_clear_errors(saved_target, tmp_path):
         speciesvi.ContextVI.load(tmp_path / "nowhere", adata=context)
     with pytest.raises(ValueError, match="does not exist"):
         load_model_file(tmp_path / "nowhere")
-    copy = tmp_path / "copy"
-    shutil.copytree(folder, copy)
-    shutil.rmtree(copy / "context")
-    with pytest.raises(ValueError, match="context"):
-        speciesvi.TargetVI.load(copy, adata=target, context_adata=context)
+    with pytest.raises(ValueError, match="does not exist"):
+        speciesvi.TargetVI.load(tmp_path / "nowhere", adata=target)
 
 
 def test_loading_from_a_url_without_sha256_warns(saved_target, tmp_path, caplog):
     folder, context, _, _ = saved_target
-    archive = archive_model(folder / "context", tmp_path / "context.tar.gz")
+    archive = archive_model(folder.parent / "context", tmp_path / "context.tar.gz")
     url = archive.as_uri()  # file:// - no network
     with caplog.at_level(logging.WARNING, logger="speciesvi"):
         speciesvi.ContextVI.load(url, adata=context, cache_dir=tmp_path / "cache")
@@ -308,6 +312,9 @@ def test_the_demo_workflow_runs_offline(no_network, tmp_path):
     lfc = target.homolog_lfc(labels_key="cell_ontology_class", cell_types=shared, n_samples=500, progress_bar=False)
     assert len(labels) == human.n_obs and len(types) > 0 and len(lfc) > 0
     target.save(tmp_path / "models" / "target")
-    url = archive_model(tmp_path / "models" / "target" / "context", tmp_path / "context.tar.gz").as_uri()
+    context.save(tmp_path / "models" / "context")
+    url = archive_model(tmp_path / "models" / "context", tmp_path / "context.tar.gz").as_uri()
     loaded = speciesvi.ContextVI.load(url, adata=mouse, cache_dir=tmp_path / "cache")
     np.testing.assert_allclose(loaded.get_latent_representation(), context.get_latent_representation(), atol=1e-5)
+    reloaded = speciesvi.TargetVI.load(tmp_path / "models" / "target", adata=human)  # no context needed
+    np.testing.assert_allclose(reloaded.get_latent_representation(), target.get_latent_representation(), atol=1e-5)

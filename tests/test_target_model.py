@@ -112,14 +112,17 @@ def test_save_load_round_trip_and_wrong_context_is_refused(two_species, tmp_path
     model = speciesvi.TargetVI(target, context_model, n_candidates=10)
     model.train(max_epochs=1, enable_progress_bar=False)
     model.save(tmp_path / "target")
-    assert (tmp_path / "target" / "context" / "model.pt").is_file()
-    loaded = speciesvi.TargetVI.load(tmp_path / "target", adata=target, context_adata=context)
+    assert [p.name for p in (tmp_path / "target").iterdir()] == ["model.pt"]  # one artefact, no context/ sub-folder
+    loaded = speciesvi.TargetVI.load(tmp_path / "target", adata=target)
+    assert loaded.context_model is None
     np.testing.assert_allclose(loaded.get_latent_representation(), model.get_latent_representation(), atol=1e-6)
+    for name, value in model.module.state_dict().items():
+        assert torch.equal(loaded.module.state_dict()[name], value), name
+    attached = speciesvi.TargetVI.load(tmp_path / "target", adata=target, context_model=context_model)
+    assert attached.context_model is context_model
     other_context = _context_model(context, epochs=1)
     with pytest.raises(ValueError, match="different context model"):
         speciesvi.TargetVI.load(tmp_path / "target", adata=target, context_model=other_context)
-    with pytest.raises(ValueError, match="context_adata"):
-        speciesvi.TargetVI.load(tmp_path / "target", adata=target)
 
 
 def test_target_without_neighbours_is_refused(two_species):

@@ -1,10 +1,10 @@
 """User-facing scvi-tools models of speciesvi."""
 
+from ._adopt import context_from_scvi
+from ._arches import pad_query_genes
 from ._context import ContextVI
-from ._from_scvi import context_from_scvi
 from ._hub import to_hub_model
 from ._pretrained import archive_model, default_cache_dir, fetch_model
-from ._query import pad_query_genes
 from ._target import TargetVI
 
 __all__ = [

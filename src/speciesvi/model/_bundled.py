@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..datasets import baron_pancreas
 from ._save import saved_var_names
 
 if TYPE_CHECKING:
@@ -30,8 +31,6 @@ PRETRAINED_DIR = "pretrained"
 
 
 def _baron_mouse() -> AnnData:
-    from ..datasets import baron_pancreas
-
     return baron_pancreas()[0]
 
 

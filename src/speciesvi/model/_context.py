@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField
@@ -18,15 +19,14 @@ from ..module import ContextVAE
 from ..module._components import Dispersion, GeneLikelihood
 from ..pp._select import MANY_GENES
 from ..train import SpeciesTrainingPlan
+from ._arches import check_query_obs, prepare_query_model, query_plan_kwargs
 from ._encoding import EncodingMixin
 from ._pretrained import PretrainedMixin
-from ._query import query_plan_kwargs
-from ._save import SaveLoadMixin
+from ._save import SaveLoadMixin, load_model_file
 from ._training import plan_kwargs_with_defaults
 from ._validation import check_anndata
 
 if TYPE_CHECKING:
-    from anndata import AnnData
     from scvi.train._config import KwargsLike
 
 logger = logging.getLogger(__name__)
@@ -258,11 +258,6 @@ class ContextVI(
         >>> query = speciesvi.ContextVI.load_query_data(new_mouse_donor, context)
         >>> query.train(max_epochs=40)
         """
-        from anndata import AnnData
-
-        from ._query import _check_query_obs, prepare_query_model
-        from ._save import load_model_file
-
         if not isinstance(adata, AnnData):
             raise TypeError(f"Expected the query as an AnnData object, got {type(adata).__name__}.")
         if isinstance(reference_model, ContextVI):
@@ -278,7 +273,7 @@ class ContextVI(
                 f"reference_model must be a trained speciesvi.ContextVI or the folder it was saved to, "
                 f"got {type(reference_model).__name__}."
             )
-        _check_query_obs(adata, registry, registry["setup_args"], model_name=cls.__name__)
+        check_query_obs(adata, registry, registry["setup_args"], model_name=cls.__name__)
         n_reference_batches = len(
             registry["field_registries"][REGISTRY_KEYS.BATCH_KEY]["state_registry"]["categorical_mapping"]
         )

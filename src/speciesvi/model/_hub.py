@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import __version__ as speciesvi_version
+from ._legacy import LEGACY_CONTEXT_DIR
 from ._save import SaveLoadMixin
 
 if TYPE_CHECKING:
@@ -31,8 +33,6 @@ logger = logging.getLogger(__name__)
 #: Files of a scvi-hub model folder (scvi-tools 1.4: ``scvi.hub._constants``).
 METADATA_FILE = "_scvi_required_metadata.json"
 CARD_FILE = "README.md"
-#: Sub-folder of a saved TargetVI that holds its context model (``speciesvi.model._target.CONTEXT_DIR``).
-CONTEXT_DIR = "context"
 _ANNDATA_FILES = ("adata.h5ad", "mdata.h5mu")
 
 _PRETEXT = """\
@@ -74,27 +74,22 @@ def _flat_init_params(model: SaveLoadMixin) -> dict:
 
 def _loading_text(model: SaveLoadMixin, save_anndata: bool) -> str:
     name = type(model).__name__
-    if name == "TargetVI" and save_anndata:
-        return (
-            "The target AnnData and the context's (in `context/`) are saved with the model:\n\n"
-            "```python\nfrom scvi.hub import HubModel\n\nhub_model = HubModel(local_dir)\n"
-            "hub_model.load_model()  # or load_model(adata=target_adata)\ntarget = hub_model.model\n```"
-        )
-    if name == "TargetVI":
-        return (
-            "The context model is saved in `context/` without its AnnData, so `HubModel.load_model` cannot rebuild "
-            "it; load through speciesvi with the context AnnData (its genes as in training):\n\n"
-            "```python\nimport speciesvi\n\n"
-            "target = speciesvi.TargetVI.load(local_dir, adata=target_adata, context_adata=context_adata)\n```"
-        )
+    what = "context" if name == "ContextVI" else "target"
     loaded = (
         "hub_model.load_model()  # the AnnData is saved with the model"
         if save_anndata
         else ("hub_model.load_model(adata=adata)  # raw counts of the training genes, in the saved order")
     )
+    carried = (
+        "\n\nThe TargetVI carries what it needs of its context model (frozen inner encoder and decoder, the context "
+        "cells' latent statistics and labels): neither the context model nor the context data is needed. The target "
+        "AnnData holds its data-level neighbours (`speciesvi.pp.homolog_neighbors`), as in training."
+        if name == "TargetVI"
+        else ""
+    )
     return (
         "```python\nfrom scvi.hub import HubModel\n\nhub_model = HubModel(local_dir)\n"
-        f"{loaded}\ncontext = hub_model.model\n```\n\nor `speciesvi.ContextVI.load(local_dir, adata=adata)`."
+        f"{loaded}\n{what} = hub_model.model\n```\n\nor `speciesvi.{name}.load(local_dir, adata=adata)`.{carried}"
     )
 
 
@@ -125,8 +120,6 @@ def model_card_text(
     """
     from scvi import __version__ as scvi_version
 
-    from .. import __version__ as speciesvi_version
-
     _, _, model_card_data = _hub_classes()
     name = type(model).__name__
     tags = [
@@ -145,10 +138,10 @@ def model_card_text(
     stats = "\n".join(f"| {key} | {value} |" for key, value in dict(model.summary_stats).items())
     context_note = ""
     if name == "TargetVI":
-        context = model.context_model
+        spec = model.init_params_["non_kwargs"]["context_spec"]
         context_note = (
-            f"\n\nThe context model ({type(context).__name__}, {context.summary_stats.n_vars} genes, setup "
-            f"`{_json(context.adata_manager.registry['setup_args'])}`) is saved in the sub-folder `context/`."
+            f"\n\nThe context (a ContextVI of {spec['n_obs']} cells, {spec['n_vars']} genes and {spec['n_batch']} "
+            f"batches; labels `{model.context_metadata_['labels_key']}`) is carried in `model.pt`."
         )
     sections = [
         f"---\n{header}\n---",
@@ -190,14 +183,10 @@ def to_hub_model(
     speciesvi's own ``load`` (``model.pt`` read with ``weights_only=True``, files that would run code refused), and
     ``hub_model.push_to_huggingface_hub(...)`` publishes it as any scvi-hub model.
 
-    A :class:`~speciesvi.ContextVI` loads with the AnnData it was trained on (same genes, same order), passed to
-    ``load_model(adata=...)`` or saved with ``save_anndata=True``. A :class:`~speciesvi.TargetVI` is saved with
-    its context model in the sub-folder ``context/``, and loading it needs the context AnnData too: with
-    ``save_anndata=True`` both AnnData objects are saved and ``load_model()`` rebuilds the pair; without it
-    ``load_model`` raises a ``ValueError``, and ``speciesvi.TargetVI.load(local_dir, adata=...,
-    context_adata=...)`` loads the folder. scvi-tools' ``HubModel.pull_from_huggingface_hub`` downloads only
-    the top-level files (not ``context/``): fetch a TargetVI repository whole with
-    ``huggingface_hub.snapshot_download`` and pass the folder to ``HubModel``.
+    A model loads with the AnnData it was trained on (same genes, same order), passed to ``load_model(adata=...)``
+    or saved with ``save_anndata=True``. A :class:`~speciesvi.TargetVI` carries what it needs of its context
+    model, so its folder is as self-contained as a ContextVI's: neither the context model nor the context data is
+    needed to load it (``hub_model.model.context_model`` is ``None``).
 
     Parameters
     ----------
@@ -208,8 +197,8 @@ def to_hub_model(
     overwrite
         Replace the files of an existing folder; without it an existing folder is refused.
     save_anndata
-        Save the AnnData with the model (``adata.h5ad``; a TargetVI's context AnnData in ``context/``). Without it,
-        AnnData files left in ``local_dir`` by an earlier save are removed, so ``load_model`` cannot pick up stale data.
+        Save the AnnData with the model (``adata.h5ad``). Without it, AnnData files left in ``local_dir`` by an
+        earlier save are removed, so ``load_model`` cannot pick up stale data.
     license_info
         License of the model, for the card's header.
     description
@@ -251,12 +240,12 @@ def to_hub_model(
         raise ValueError(f"{folder} already exists. Pass overwrite=True to replace the hub model there.")
     model.save(folder, overwrite=True, save_anndata=save_anndata)
     if not save_anndata:
-        for stale in [folder / name for name in _ANNDATA_FILES] + [folder / CONTEXT_DIR / n for n in _ANNDATA_FILES]:
+        for stale in [folder / name for name in _ANNDATA_FILES]:
             if stale.is_file():
                 logger.info("Removing %s left by an earlier save (save_anndata=False).", stale)
                 stale.unlink()
-    if type(model).__name__ != "TargetVI" and (folder / CONTEXT_DIR).is_dir():
-        shutil.rmtree(folder / CONTEXT_DIR)  # a TargetVI saved here before
+    if (folder / LEGACY_CONTEXT_DIR).is_dir():
+        shutil.rmtree(folder / LEGACY_CONTEXT_DIR)  # a TargetVI saved here by an earlier speciesvi
     metadata = hub_metadata(
         scvi_version=str(model.registry.get("scvi_version")),
         anndata_version=_anndata_version(),

@@ -15,6 +15,9 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._bundled import load_bundled
+from ._from_scvi import adopt_scvi_model
+
 if TYPE_CHECKING:
     from anndata import AnnData
     from scvi.model import SCVI
@@ -51,8 +54,9 @@ def _sha256(path: Path) -> str:
 def archive_model(dir_path: str | os.PathLike, archive_path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Pack a saved model folder into a ``.tar.gz`` archive, to publish or copy it as one file.
 
-    The archive holds the folder's files at its top level (sub-folders such as a TargetVI's ``context`` are
-    kept). It is written to a temporary file first and moved into place, so a failed write leaves no archive.
+    The archive holds the folder's files at its top level (sub-folders, such as the ``context`` of a TargetVI saved
+    by an earlier speciesvi, are kept). It is written to a temporary file first and moved into place, so a failed
+    write leaves no archive.
 
     Parameters
     ----------
@@ -318,8 +322,6 @@ class PretrainedMixin:
         >>> mouse = context.adata
         >>> mouse.obsm["X_speciesvi"] = context.get_latent_representation()
         """
-        from ._bundled import load_bundled
-
         return load_bundled(cls, name, adata=adata, **kwargs)
 
     @classmethod
@@ -356,13 +358,6 @@ class PretrainedMixin:
         >>> context = speciesvi.ContextVI.from_scvi_model(reference)
         >>> target = speciesvi.TargetVI(human, context)
         """
-        from ._from_scvi import context_from_scvi
-
-        return context_from_scvi(
-            scvi_model,
-            adata=adata,
-            labels_key=labels_key,
-            library_epochs=library_epochs,
-            context_cls=cls,
-            **train_kwargs,
+        return adopt_scvi_model(
+            cls, scvi_model, adata=adata, labels_key=labels_key, library_epochs=library_epochs, **train_kwargs
         )

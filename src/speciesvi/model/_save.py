@@ -13,6 +13,7 @@ or call anything else, a truncated or corrupted file, a file written by a newer 
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import logging
 import os
@@ -26,11 +27,18 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import anndata
 import numpy as np
+import pandas as pd
 import torch
+from scvi import settings
+from scvi.data._download import _download
+from scvi.model.base import _archesmixin, _base_model
+
+from .. import __version__
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from anndata import AnnData
 
@@ -48,8 +56,6 @@ _PRELOADED: ContextVar[tuple[Path, dict] | None] = ContextVar("speciesvi_preload
 
 def _numpy_pandas_globals() -> list[Callable | tuple[Callable, str]]:
     """The numpy and pandas types scvi-tools' ``model.pt`` holds (var names, registries, training history)."""
-    import pandas as pd
-
     found: list[Callable | tuple[Callable, str]] = [
         slice,
         dict,
@@ -136,8 +142,6 @@ def _version_tuple(text: str) -> tuple[int, int]:
 
 
 def _installed_version() -> str:
-    from .. import __version__
-
     return __version__
 
 
@@ -229,6 +233,22 @@ def load_model_file(dir_path: str | os.PathLike, prefix: str | None = None) -> d
     return contents
 
 
+def read_model_file(dir_path: str | os.PathLike, prefix: str | None = None, backup_url: str | None = None) -> dict:
+    """:func:`load_model_file`, after downloading ``model.pt`` from ``backup_url`` if the folder lacks it (unverified)."""
+    file = Path(dir_path) / f"{prefix or ''}model.pt"
+    if backup_url is not None and not file.is_file():
+        logger.warning(
+            "Downloading %s from %s without a checksum: the file is not verified. It is read with "
+            "weights_only=True, but pass a checked archive through speciesvi.model.fetch_model(url, sha256=...) "
+            "where you can.",
+            file.name,
+            backup_url,
+        )
+        Path(dir_path).mkdir(parents=True, exist_ok=True)
+        _download(backup_url, str(dir_path), file.name)
+    return load_model_file(dir_path, prefix)
+
+
 def saved_var_names(dir_path: str | os.PathLike, prefix: str | None = None) -> np.ndarray:
     """Gene names stored in a saved scvi-tools model folder (read safely, see :func:`load_model_file`)."""
     return np.asarray(load_model_file(dir_path, prefix)["var_names"])
@@ -236,9 +256,6 @@ def saved_var_names(dir_path: str | os.PathLike, prefix: str | None = None) -> n
 
 def _read_saved_adata(dir_path: str, prefix: str | None) -> AnnData | bool:
     """The AnnData saved beside the model (``save_anndata=True``), else ``False`` with scvi-tools' warning."""
-    import anndata
-    from scvi import settings
-
     path = Path(dir_path) / f"{prefix or ''}adata.h5ad"
     if path.is_file():
         return anndata.read_h5ad(path)
@@ -260,20 +277,55 @@ def _hand_over(original: Callable) -> Callable:
             return original(dir_path, load_adata, prefix=prefix, map_location=map_location, backup_url=backup_url)
         contents = preloaded[1]
         adata = _read_saved_adata(dir_path, prefix) if load_adata else None
-        return contents["attr_dict"], contents["var_names"], contents["model_state_dict"], adata
+        # copies: scvi-tools pops entries (registry, init parameters, pyro parameters) from what it is given
+        return dict(contents["attr_dict"]), contents["var_names"], dict(contents["model_state_dict"]), adata
 
     load_saved_files.speciesvi_hand_over = True
     return load_saved_files
 
 
 def _install_hand_over() -> None:
-    from scvi.model.base import _base_model
+    """Route scvi-tools' reads of model files (``load`` and ``load_query_data``) through :func:`_hand_over`."""
+    for module in (_base_model, _archesmixin):
+        current = getattr(module, "_load_saved_files", None)
+        if current is None:  # pragma: no cover - another scvi-tools layout
+            raise RuntimeError(f"{module.__name__}._load_saved_files is missing; this scvi-tools is unsupported.")
+        if not getattr(current, "speciesvi_hand_over", False):
+            module._load_saved_files = _hand_over(current)
 
-    current = getattr(_base_model, "_load_saved_files", None)
-    if current is None:  # pragma: no cover - another scvi-tools layout
-        raise RuntimeError("scvi.model.base._base_model._load_saved_files is missing; this scvi-tools is unsupported.")
-    if not getattr(current, "speciesvi_hand_over", False):
-        _base_model._load_saved_files = _hand_over(current)
+
+@contextlib.contextmanager
+def preloaded(dir_path: str | os.PathLike, prefix: str | None, contents: dict[str, Any]) -> Iterator[None]:
+    """While the block runs, scvi-tools reads ``{prefix}model.pt`` in ``dir_path`` as ``contents``.
+
+    Parameters
+    ----------
+    dir_path
+        The saved model's folder.
+    prefix
+        Prefix of the saved file names.
+    contents
+        What :func:`load_model_file` read from it (possibly completed, e.g. an older layout brought up to date).
+    """
+    _install_hand_over()
+    token = _PRELOADED.set((model_file(dir_path, prefix).resolve(), contents))
+    try:
+        yield
+    finally:
+        _PRELOADED.reset(token)
+
+
+def check_var_names(contents: dict[str, Any], adata: AnnData | None) -> None:
+    """A ``ValueError`` unless ``adata`` (if given) has the saved model's genes, in its order."""
+    if adata is None:
+        return
+    expected = np.asarray(contents["var_names"])
+    if len(expected) != adata.n_vars or not np.array_equal(expected, adata.var_names.to_numpy()):
+        raise ValueError(
+            f"The AnnData's genes ({adata.n_vars}) differ from the {len(expected)} genes the saved model was "
+            "trained on (names and order must match). Subset and reorder it with adata[:, saved_genes], "
+            "where saved_genes is the var_names of the training data."
+        )
 
 
 class SaveLoadMixin:
@@ -343,31 +395,15 @@ class SaveLoadMixin:
         ValueError
             See :func:`load_model_file`; and if ``adata``'s genes differ from the saved model's.
         """
-        file = Path(dir_path) / f"{prefix or ''}model.pt"
-        if backup_url is not None and not file.is_file():
-            from scvi.data._download import _download
+        return cls._load_contents(
+            dir_path, read_model_file(dir_path, prefix, backup_url), adata=adata, prefix=prefix, **kwargs
+        )
 
-            logger.warning(
-                "Downloading %s from %s without a checksum: the file is not verified. It is read with "
-                "weights_only=True, but pass a checked archive through speciesvi.model.fetch_model(url, sha256=...) "
-                "where you can.",
-                file.name,
-                backup_url,
-            )
-            Path(dir_path).mkdir(parents=True, exist_ok=True)
-            _download(backup_url, str(dir_path), file.name)
-        contents = load_model_file(dir_path, prefix)
-        if adata is not None:
-            expected = np.asarray(contents["var_names"])
-            if len(expected) != adata.n_vars or not np.array_equal(expected, adata.var_names.to_numpy()):
-                raise ValueError(
-                    f"The AnnData's genes ({adata.n_vars}) differ from the {len(expected)} genes the saved model was "
-                    "trained on (names and order must match). Subset and reorder it with adata[:, saved_genes], "
-                    "where saved_genes is the var_names of the training data."
-                )
-        _install_hand_over()
-        token = _PRELOADED.set((model_file(dir_path, prefix).resolve(), contents))
-        try:
-            return super().load(str(dir_path), adata=adata, prefix=prefix, **kwargs)
-        finally:
-            _PRELOADED.reset(token)
+    @classmethod
+    def _load_contents(
+        cls, dir_path: str | os.PathLike, contents: dict[str, Any], adata: AnnData | None = None, **kwargs
+    ):
+        """scvi-tools' ``load`` of ``dir_path``, reading the model file as ``contents`` (see :func:`preloaded`)."""
+        check_var_names(contents, adata)
+        with preloaded(dir_path, kwargs.get("prefix"), contents):
+            return super().load(str(dir_path), adata=adata, **kwargs)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from collections.abc import Sequence
-from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import torch
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField, NumericalObsField, ObsmField
@@ -19,16 +19,17 @@ from scvi.utils import setup_anndata_dsp
 from ..module import AGREEMENT_KEY, NEIGHBORS_KEY, TargetVAE
 from ..module._components import Dispersion, GeneLikelihood
 from ..module._target import Alignment
-from ..pp import adata_fingerprint
 from ..pp._select import MANY_GENES
 from ..train import AlignmentTrainingPlan
 from ._context import DEFAULT_PLAN_KWARGS, ContextVI
 from ._context_access import ContextAccessMixin
+from ._context_state import carried_context, check_context_fingerprint, check_context_model
 from ._encoding import EncodingMixin
 from ._fingerprint import module_fingerprint
+from ._legacy import LEGACY_CONTEXT_DIR, is_legacy, upgrade_legacy
 from ._lfc import HomologLfcMixin
 from ._query import QueryMixin
-from ._save import SaveLoadMixin
+from ._save import SaveLoadMixin, read_model_file
 from ._similarity import SimilarityMixin
 from ._training import plan_kwargs_with_defaults
 from ._transfer import TransferMixin
@@ -40,12 +41,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CONTEXT_DIR = "context"
 #: η warm-up of the original scSpecies: 10 → 25 over 10 epochs.
 DEFAULT_ETA_KWARGS = {"eta_start": 10.0, "eta_max": 25.0, "n_epochs_eta_warmup": 10}
-
-# The context model handed to ``TargetVI.__init__`` while ``TargetVI.load`` rebuilds a saved model.
-_LOADING_CONTEXT: ContextVar[ContextVI | None] = ContextVar("speciesvi_loading_context", default=None)
 
 
 def _neighbor_params(adata: AnnData, neighbors_key: str) -> dict:
@@ -88,6 +85,16 @@ class TargetVI(
     :func:`speciesvi.pp.homolog_neighbors`) are pulled towards the context candidate that best explains
     their counts (see :class:`~speciesvi.module.TargetVAE`).
 
+    A TargetVI is one artefact: it carries, frozen, everything it needs from its context, so that
+    :meth:`save` writes one ``model.pt`` and :meth:`load` needs neither the context model nor the context data.
+    The module holds the context's inner encoder, a copy of its decoder (for :meth:`homolog_lfc`), the posterior
+    statistics, batch and labels of every context cell; the model keeps the context's gene and cell names, the
+    categories of its labels, its batches and a fingerprint of its weights (``context_fingerprint_``). Of the
+    context AnnData's ``obs`` it keeps the categorical, string and boolean columns with at most 1,000 values (and
+    always the ``labels_key``): those are the columns :meth:`transfer_labels` can transfer (``labels_key=``); make
+    another column categorical before building the TargetVI to keep it. ``context_model`` is needed only to build
+    the model; ``target.context_model`` is that model, or ``None`` after :meth:`load` unless one is passed there.
+
     Parameters
     ----------
     adata
@@ -105,6 +112,11 @@ class TargetVI(
         Hidden sizes of the target outer encoder; defaults to the context's (its last size must match).
     n_hidden_library, n_hidden_decoder, dropout_rate, gene_likelihood, dispersion
         As in :class:`~speciesvi.ContextVI`.
+    context_spec
+        Shapes of the carried context parts, derived from ``context_model`` and saved with the model; :meth:`load`
+        passes it to build the model without a context model. Leave it as ``None``.
+    **module_kwargs
+        Passed to :class:`~speciesvi.module.TargetVAE`.
 
     Examples
     --------
@@ -138,44 +150,43 @@ class TargetVI(
         dropout_rate: float = 0.1,
         gene_likelihood: GeneLikelihood = "zinb",
         dispersion: Dispersion = "gene-batch",
+        context_spec: dict[str, Any] | None = None,
         **module_kwargs,
     ):
-        context_model = context_model if context_model is not None else _LOADING_CONTEXT.get()
-        self._check_context_model(context_model)
+        if context_model is None and context_spec is None:
+            raise ValueError("TargetVI needs a trained context model: TargetVI(adata, context_model=...).")
+        carried = None
+        if context_model is not None:
+            check_context_model(context_model)
+            carried = carried_context(context_model, alignment)
+            context_spec = carried[0]
         if not 0 < top_percent <= 100:
             raise ValueError(f"top_percent must be in (0, 100], got {top_percent}.")
         super().__init__(adata)
         neighbors = self.adata_manager.get_from_registry(NEIGHBORS_KEY)
         if n_candidates < 1 or n_candidates > neighbors.shape[1]:
             raise ValueError(f"n_candidates must be between 1 and the {neighbors.shape[1]} stored neighbours.")
-        self._check_neighbors_match(context_model)
+        self._check_neighbors_match(context_spec["adata_fingerprint"])
         self.context_model = context_model
-        self.context_fingerprint_ = module_fingerprint(context_model.module)
+        #: Fingerprint of the context model's weights (``load`` sets it for a saved model).
+        self.context_fingerprint_ = module_fingerprint(context_model.module) if context_model is not None else None
+        #: Gene and cell names, labels and batches of the context (``load`` sets it for a saved model).
+        self.context_metadata_: dict | None = carried[1] if carried is not None else None
         #: Novelty location and scale of the "Unassigned" rule (set by transfer_labels / load_query_data).
         self.novelty_calibration_: dict | None = None
 
-        n_hidden_outer = tuple(n_hidden_outer or context_model.init_params_["non_kwargs"]["n_hidden_outer"])
+        n_hidden_outer = tuple(n_hidden_outer or context_spec["n_hidden_outer"])
         n_batch = self.summary_stats.n_batch
         library_log_means, library_log_vars = _init_library_size(self.adata_manager, n_batch)
-        z_mean = torch.as_tensor(context_model.get_latent_representation(representation="z"))
-        z_std = torch.as_tensor(context_model.get_latent_representation(representation="z_std"))
-        inter = (
-            torch.as_tensor(context_model.get_latent_representation(representation="inter"))
-            if alignment == "inter"
-            else None
-        )
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
-            context_z_mean=z_mean,
-            context_z_std=z_std,
-            context_inter=inter,
-            context_inner_encoder=context_model.module.inner_encoder,
+            context_spec=context_spec,
             alignment=alignment,
             n_candidates=n_candidates,
             agreement_cutoff=top_percent / 100.0,
             n_batch=n_batch,
             n_hidden_outer=n_hidden_outer,
-            n_hidden_inner=tuple(context_model.init_params_["non_kwargs"]["n_hidden_inner"]),
+            n_hidden_inner=tuple(context_spec["n_hidden_inner"]),
             n_hidden_library=tuple(n_hidden_library),
             n_hidden_decoder=tuple(n_hidden_decoder),
             dropout_rate=dropout_rate,
@@ -185,36 +196,34 @@ class TargetVI(
             library_log_vars=library_log_vars,
             **module_kwargs,
         )
+        if carried is not None:
+            self.module.load_context_state(carried[2])
         self._model_summary_string = (
             f"TargetVI: alignment={alignment}, n_candidates={n_candidates}, top_percent={top_percent}, "
             f"{self.summary_stats.n_vars} target genes, {n_batch} batches, aligned to a ContextVI with "
-            f"{context_model.summary_stats.n_vars} genes and {context_model.module.n_latent} latent dimensions."
+            f"{context_spec['n_vars']} genes, {context_spec['n_obs']} cells and {context_spec['n_latent']} latent "
+            "dimensions (carried with the model)."
         )
         self.init_params_ = self._get_init_params(locals())
-        self.init_params_["non_kwargs"]["context_model"] = None  # saved separately, see ``save``
+        self.init_params_["non_kwargs"]["context_model"] = None  # what is needed of it is in context_spec and module
 
     # -- checks ----------------------------------------------------------------------------------
-    @staticmethod
-    def _check_context_model(context_model: ContextVI | None) -> None:
-        if context_model is None:
-            raise ValueError("TargetVI needs a trained context model: TargetVI(adata, context_model=...).")
-        if not isinstance(context_model, ContextVI):
-            raise TypeError(f"context_model must be a speciesvi.ContextVI, got {type(context_model).__name__}.")
-        if not context_model.is_trained_:
-            raise ValueError("The context model is not trained; call context_model.train() first.")
+    def _check_neighbors_match(self, context_fingerprint: dict) -> None:
+        """Refuse data-level neighbours computed against another context AnnData than the model's.
 
-    def _check_neighbors_match(self, context_model: ContextVI) -> None:
-        """Refuse a context whose AnnData differs from the one the data-level neighbours were computed on."""
+        ``context_fingerprint`` is :func:`speciesvi.pp.adata_fingerprint` of the context AnnData, from the context
+        model or, for a saved model, from its ``context_spec``.
+        """
         neighbors_key = self.adata_manager.registry["setup_args"]["neighbors_key"]
         params = self.adata.uns[f"{neighbors_key}_params"]
         stored = params.get("context_fingerprint")
-        current = adata_fingerprint(context_model.adata)
         rows = ("n_obs", "obs_names_sha1")  # the neighbour indices point to these rows
-        if stored is not None and any(stored[key] != current[key] for key in rows):
+        if stored is not None and any(stored[key] != context_fingerprint[key] for key in rows):
             raise ValueError(
                 "The context model's AnnData is not the one speciesvi.pp.homolog_neighbors was run against "
-                f"({stored['n_obs']} cells then, {current['n_obs']} cells now, or other cell names). Re-run homolog_neighbors with "
-                "this context AnnData, or pass the context model trained on the original one."
+                f"({stored['n_obs']} cells then, {context_fingerprint['n_obs']} cells in the model's context, or other "
+                "cell names). Re-run homolog_neighbors against the context AnnData the model was built with, or build "
+                "the model from the context model trained on the original one."
             )
 
     # -- setup and training ----------------------------------------------------------------------
@@ -297,8 +306,11 @@ class TargetVI(
         return super().train(max_epochs=max_epochs, batch_size=batch_size, plan_kwargs=plan_kwargs, **kwargs)
 
     # -- saving and loading ----------------------------------------------------------------------
-    def save(self, dir_path: str | Path, prefix: str | None = None, overwrite: bool = False, **kwargs) -> None:
-        """Save the target model, with its context model in the sub-folder ``context``.
+    def save(self, dir_path: str | os.PathLike, prefix: str | None = None, overwrite: bool = False, **kwargs) -> None:
+        """Save the target model, with everything it carries of its context, as one ``model.pt``.
+
+        The folder loads with :meth:`load` (or ``scvi.hub.HubModel(folder).load_model``) without the context model
+        or the context data. Overwriting a folder of the earlier layout removes its ``context/`` sub-folder.
 
         Parameters
         ----------
@@ -309,74 +321,75 @@ class TargetVI(
         overwrite
             Replace an earlier save.
         **kwargs
-            Passed to :meth:`scvi.model.base.BaseModelClass.save` (``save_anndata`` ...).
+            Passed to :meth:`scvi.model.base.BaseModelClass.save` (``save_anndata`` saves the target AnnData).
         """
         super().save(dir_path, prefix=prefix, overwrite=overwrite, **kwargs)
-        self.context_model.save(Path(dir_path) / CONTEXT_DIR, prefix=prefix, overwrite=True, **kwargs)
+        legacy = Path(dir_path) / LEGACY_CONTEXT_DIR
+        if (legacy / f"{prefix or ''}model.pt").is_file():
+            logger.info("Removing %s, the context model of an earlier save: the target model now carries it.", legacy)
+            shutil.rmtree(legacy)
 
     @classmethod
     def load(
         cls,
-        dir_path: str | Path,
+        dir_path: str | os.PathLike,
         adata: AnnData | None = None,
         context_adata: AnnData | None = None,
         context_model: ContextVI | None = None,
         accelerator: str = "auto",
         device: int | str = "auto",
         prefix: str | None = None,
+        backup_url: str | None = None,
         **kwargs,
     ) -> TargetVI:
-        """Load a saved TargetVI together with its context model.
+        """Load a saved TargetVI; neither the context model nor the context data is needed.
+
+        A folder saved by an earlier speciesvi (the context model in the sub-folder ``context/``, the context state
+        not in ``model.pt``) loads too: its context state is rebuilt from the context model in ``context/``, which
+        needs ``context_adata=`` (or ``context_model=``) unless the context AnnData was saved there. Save the loaded
+        model again to convert the folder.
 
         Parameters
         ----------
         dir_path
             Folder written by :meth:`save`.
         adata
-            The target AnnData (as set up when the model was trained).
+            The target AnnData (as set up when the model was trained); without it, the one saved in the folder
+            (``save(..., save_anndata=True)``).
         context_adata
-            The context AnnData, to load the saved context model against. Without it (and without
-            ``context_model``) the context AnnData saved in ``context/`` (``save(..., save_anndata=True)``) is used,
-            so ``scvi.hub.HubModel(local_dir).load_model()`` works on such a folder.
+            Only for a folder of the earlier layout: the context AnnData, to load its context model against.
         context_model
-            An already loaded context model to use instead; refused unless it is the one the target was
-            trained against.
-        accelerator, device, prefix
+            Optional: the trained context model, attached as ``target.context_model`` after checking that it is the
+            one the target was trained against (a ``ValueError`` otherwise). Without it ``target.context_model`` is
+            ``None`` (for a folder of the earlier layout: the context model loaded from ``context/``); no method of
+            the TargetVI needs it.
+        accelerator, device, prefix, backup_url
             As in :meth:`scvi.model.base.BaseModelClass.load`.
         **kwargs
             Passed to :meth:`scvi.model.base.BaseModelClass.load`.
 
+        Returns
+        -------
+        TargetVI
+            The trained model.
+
         Examples
         --------
         >>> target.save("human_model", overwrite=True)
-        >>> target = speciesvi.TargetVI.load("human_model", adata=human, context_adata=mouse)
+        >>> target = speciesvi.TargetVI.load("human_model", adata=human)
+        >>> labels = target.transfer_labels()
         """
-        if context_model is None:
-            saved = Path(dir_path) / CONTEXT_DIR / f"{prefix or ''}adata.h5ad"
-            if context_adata is None and not saved.is_file():
-                raise ValueError(
-                    f"Pass context_adata= (the context AnnData) or context_model= to load a TargetVI: {saved.parent} "
-                    "holds no saved context AnnData. A TargetVI saved with save_anndata=True loads its context from "
-                    "there (e.g. through scvi.hub.HubModel(local_dir).load_model()); for a hub folder without it, use "
-                    "speciesvi.TargetVI.load(hub_model.local_dir, adata=target_adata, context_adata=context_adata)."
-                )
-            context_model = ContextVI.load(
-                str(Path(dir_path) / CONTEXT_DIR),
-                adata=context_adata,
-                accelerator=accelerator,
-                device=device,
-                prefix=prefix,
+        contents = read_model_file(dir_path, prefix, backup_url)
+        if is_legacy(contents):
+            contents, context_model = upgrade_legacy(
+                contents, dir_path, prefix, context_adata, context_model, accelerator, device
             )
-        token = _LOADING_CONTEXT.set(context_model)
-        try:
-            model = super().load(
-                str(dir_path), adata=adata, accelerator=accelerator, device=device, prefix=prefix, **kwargs
-            )
-        finally:
-            _LOADING_CONTEXT.reset(token)
-        if model.context_fingerprint_ != module_fingerprint(context_model.module):
-            raise ValueError(
-                "This TargetVI was trained against a different context model; load it with the context model "
-                f"saved in {Path(dir_path) / CONTEXT_DIR} (pass context_adata= and no context_model=)."
-            )
+        elif context_adata is not None:
+            logger.info("context_adata is not needed to load %s (the TargetVI carries its context); ignored.", dir_path)
+        model = cls._load_contents(
+            dir_path, contents, adata=adata, accelerator=accelerator, device=device, prefix=prefix, **kwargs
+        )
+        if context_model is not None:
+            check_context_fingerprint(model.context_fingerprint_, context_model)
+            model.context_model = context_model
         return model

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import copy
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 from scvi import REGISTRY_KEYS
 from scvi.module._constants import MODULE_KEYS
 from scvi.module.base import LossOutput, auto_move_data
 
-from ._components import InnerEncoder
+from ._components import ExpressionDecoder, InnerEncoder
 from ._context import INTER_KEY, ContextVAE
 from ._modes import predicting
 from ._precision import fast_matmul_dtype
@@ -20,6 +20,22 @@ NEIGHBORS_KEY = "homolog_neighbors"
 AGREEMENT_KEY = "homolog_agreement"
 ALIGNMENT_KEY = "alignment"
 Alignment = Literal["inter", "latent"]
+
+
+#: Per-cell statistics of the context cells that a :class:`TargetVAE` carries as buffers (saved with it).
+CONTEXT_BUFFERS = (
+    "context_z_mean",
+    "context_z_std",
+    "context_inter",
+    "context_library_mean",
+    "context_library_std",
+    "context_batch",
+    "context_labels",
+)
+
+
+def _has_layer_norm(spec: Mapping[str, Any], part: str) -> bool:
+    return part in spec.get("layer_norm", ("inner", "decoder"))
 
 
 class TargetVAE(ContextVAE):
@@ -36,16 +52,24 @@ class TargetVAE(ContextVAE):
     the candidate whose decoded distribution gives the cell's counts the highest likelihood, and add the
     squared distance between the cell's representation (inter or z) and that candidate's.
 
+    The module carries, frozen, what the analyses need of the context (never trained, saved in its
+    ``state_dict``): the context decoder (``context_decoder``), the inner encoder (``alignment="inter"``) and the
+    buffers of :data:`CONTEXT_BUFFERS`, one row per context cell: posterior mean and standard deviation of z
+    (``context_z_mean``, ``context_z_std``) and of the log library size (``context_library_mean``,
+    ``context_library_std``), the outer-encoder output (``context_inter``, ``alignment="inter"`` only), the batch
+    code (``context_batch``) and one integer code per label column (``context_labels``, ``-1``: missing). A new
+    module holds them empty (zeros, fresh weights); :meth:`load_context_state` or ``load_state_dict`` fills them.
+
     Parameters
     ----------
     n_input
         Number of target genes.
-    context_z_mean, context_z_std
-        Posterior mean and standard deviation of z of every context cell, ``(n_context, n_latent)``.
-    context_inter
-        Outer-encoder output of every context cell (needed for ``alignment="inter"``).
-    context_inner_encoder
-        The context's inner encoder; copied in and frozen for ``alignment="inter"``.
+    context_spec
+        Shapes of the context parts: ``n_obs`` (context cells), ``n_vars`` (context genes), ``n_batch``,
+        ``n_latent``, ``n_inter`` (width of the context's outer-encoder output), ``n_hidden_inner``,
+        ``n_hidden_decoder``, ``dropout_inner``, ``dropout_decoder``, ``gene_likelihood``, ``dispersion``,
+        ``layer_norm`` (the parts among ``"inner"`` and ``"decoder"`` with layer norm) and ``n_label_columns``.
+        Other keys are ignored.
     alignment
         ``"inter"`` or ``"latent"``.
     n_candidates
@@ -62,39 +86,77 @@ class TargetVAE(ContextVAE):
     def __init__(
         self,
         n_input: int,
-        context_z_mean: torch.Tensor,
-        context_z_std: torch.Tensor,
-        context_inter: torch.Tensor | None = None,
-        context_inner_encoder: InnerEncoder | None = None,
+        context_spec: Mapping[str, Any],
         alignment: Alignment = "inter",
         n_candidates: int = 25,
         agreement_cutoff: float = 0.2,
         fast_selection: bool = True,
         **kwargs,
     ):
-        super().__init__(n_input=n_input, n_latent=context_z_mean.shape[1], **kwargs)
         if alignment not in ("inter", "latent"):
             raise ValueError(f"alignment must be 'inter' or 'latent', not {alignment!r}.")
+        n_latent = int(context_spec["n_latent"])
+        super().__init__(n_input=n_input, n_latent=n_latent, **kwargs)
         self.alignment = alignment
         self.n_candidates = n_candidates
         self.agreement_cutoff = agreement_cutoff
         self.fast_selection = fast_selection
+        n_obs, n_inter = int(context_spec["n_obs"]), int(context_spec["n_inter"])
+        if alignment == "inter" and n_inter != self.outer_encoder.n_output:
+            raise ValueError(
+                f"The target outer encoder must end in the context's width {n_inter}, "
+                f"not {self.outer_encoder.n_output}; set n_hidden_outer accordingly."
+            )
+        # the context parts are overwritten by the context's weights: their initialisation leaves the seed alone
+        with torch.random.fork_rng(devices=[]):
+            if alignment == "inter":
+                self.inner_encoder = InnerEncoder(
+                    n_inter,
+                    n_latent,
+                    tuple(context_spec["n_hidden_inner"]),
+                    float(context_spec["dropout_inner"]),
+                    use_layer_norm=_has_layer_norm(context_spec, "inner"),
+                ).requires_grad_(False)
+            self.context_decoder = ExpressionDecoder(
+                n_latent,
+                int(context_spec["n_vars"]),
+                int(context_spec["n_batch"]),
+                tuple(context_spec["n_hidden_decoder"]),
+                dispersion=context_spec["dispersion"],
+                gene_likelihood=context_spec["gene_likelihood"],
+                dropout_rate=float(context_spec["dropout_decoder"]),
+                use_layer_norm=_has_layer_norm(context_spec, "decoder"),
+            ).requires_grad_(False)
+        self.register_buffer("context_z_mean", torch.zeros(n_obs, n_latent))
+        self.register_buffer("context_z_std", torch.zeros(n_obs, n_latent))
         if alignment == "inter":
-            if context_inter is None or context_inner_encoder is None:
-                raise ValueError("alignment='inter' needs the context's inner encoder and outer-encoder outputs.")
-            if context_inter.shape[1] != self.outer_encoder.n_output:
-                raise ValueError(
-                    f"The target outer encoder must end in the context's width {context_inter.shape[1]}, "
-                    f"not {self.outer_encoder.n_output}; set n_hidden_outer accordingly."
-                )
-            # a copy of the context's own module keeps its architecture (e.g. no layer norm when adopted from SCVI)
-            self.inner_encoder = copy.deepcopy(context_inner_encoder).train(self.training)
-            self.inner_encoder.requires_grad_(False)
-        # Context statistics are recomputed from the context model when a TargetVI is built or loaded.
-        self.register_buffer("context_z_mean", context_z_mean.float(), persistent=False)
-        self.register_buffer("context_z_std", context_z_std.float(), persistent=False)
-        if context_inter is not None:
-            self.register_buffer("context_inter", context_inter.float(), persistent=False)
+            self.register_buffer("context_inter", torch.zeros(n_obs, n_inter))
+        self.register_buffer("context_library_mean", torch.zeros(n_obs))
+        self.register_buffer("context_library_std", torch.zeros(n_obs))
+        self.register_buffer("context_batch", torch.zeros(n_obs, dtype=torch.long))
+        n_labels = int(context_spec.get("n_label_columns", 0))
+        self.register_buffer("context_labels", torch.full((n_obs, n_labels), -1, dtype=torch.int32))
+
+    def context_state_keys(self) -> list[str]:
+        """The ``state_dict`` keys of the context parts: frozen inner encoder, context decoder and buffers."""
+        inner = [f"inner_encoder.{key}" for key in self.inner_encoder.state_dict()] if self.alignment == "inter" else []
+        decoder = [f"context_decoder.{key}" for key in self.context_decoder.state_dict()]
+        return inner + decoder + [name for name in CONTEXT_BUFFERS if hasattr(self, name)]
+
+    @torch.no_grad()
+    def load_context_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Copy the context parts in: exactly the keys of :meth:`context_state_keys`, each of its shape.
+
+        Parameters
+        ----------
+        state
+            Tensors by ``state_dict`` key (e.g. ``context_decoder.logits.weight``, ``context_z_mean``).
+        """
+        expected = set(self.context_state_keys())
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unexpected:
+            raise ValueError(f"The context state does not fit this module: missing {missing}, unexpected {unexpected}.")
+        self.load_state_dict(dict(state), strict=False)
 
     @auto_move_data
     def best_candidates(
