@@ -58,8 +58,8 @@ def main(argv=None) -> None:
     import torch
     from bench_label_transfer import train_models, warm_up
 
-    from speciesvi.tl._similarity import latent_neighbors
     from speciesvi.module._similarity import DEFAULT_N_GRID, candidate_log_likelihood
+    from speciesvi.tl._similarity import latent_neighbors
 
     target, _ = train_models(args.seed, 40, retrain=False)
     warm_up(target)

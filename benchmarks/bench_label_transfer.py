@@ -40,8 +40,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import speciesvi
-from speciesvi.tl._similarity import latent_neighbors
 from speciesvi.module._similarity import CountsCSR, candidate_log_likelihood, profile_log_likelihood
+from speciesvi.tl._similarity import latent_neighbors
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent

@@ -28,8 +28,8 @@ import pandas as pd
 import scvi
 
 import speciesvi
-from speciesvi.tl._similarity import latent_neighbors
 from speciesvi.tl._labels import vote
+from speciesvi.tl._similarity import latent_neighbors
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._original import SHARED_DATA

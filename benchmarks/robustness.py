@@ -42,8 +42,8 @@ from benchmarks.run import (
     write,
     write_page,
 )
-from speciesvi.tl._novelty import NOVELTY_SDS
 from speciesvi.tl import evaluate_labels
+from speciesvi.tl._novelty import NOVELTY_SDS
 
 SCRIPTS = {**PEER_SCRIPTS, "speciesvi": ("speciesvi_robust.py", None, None)}
 

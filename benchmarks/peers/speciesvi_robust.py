@@ -54,9 +54,9 @@ def main(argv=None) -> None:
     from bench_label_transfer import warm_up
 
     import speciesvi
-    from speciesvi.tl._similarity import latent_neighbors
     from speciesvi.pp._neighbors import homologous_genes
     from speciesvi.tl._labels import vote
+    from speciesvi.tl._similarity import latent_neighbors
 
     scvi.settings.seed = args.seed
     scvi.settings.verbosity = 30
