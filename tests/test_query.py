@@ -121,11 +121,12 @@ def test_query_mapping_trains_only_the_new_batch_weights(reference):
     labels = mapped.transfer_labels(n_candidates=50, top_k=10)
     assert labels.shape[0] == query.n_obs and labels["label"].notna().all()
     params = query.uns["speciesvi_params"]
-    assert params["novelty_calibration"] == "reference" and params["novelty_scale"] == calibration["scale"]
+    assert params["novelty_calibration"]["source"] == "reference" and params["novelty_scale"] == calibration["scale"]
     own = mapped.transfer_labels(n_candidates=50, top_k=10, novelty_calibration="own", key_added="own")
     assert query.uns["own_params"]["novelty_scale"] != calibration["scale"]
     assert not np.allclose(own["p_known"], labels["p_known"])
-    assert mapped.novelty_calibration_["source"] == "own"
+    assert query.uns["own_params"]["novelty_calibration"]["source"] == "own"
+    assert mapped.novelty_calibration_ == calibration  # transfer_labels leaves the model as it was
     latent = mapped.get_latent_representation()
     assert latent.shape == (query.n_obs, 5) and np.isfinite(latent).all()
 
@@ -140,9 +141,11 @@ def test_query_from_a_saved_reference_and_a_query_model_round_trip(reference, tm
     assert mapped.context_model is None  # the saved reference carries its context: none needed
 
     model.transfer_labels(n_candidates=50, top_k=10)
-    model.save(tmp_path / "reference")
+    assert model.novelty_calibration_ is None  # the record goes to the AnnData, not the model
+    model.save(tmp_path / "reference", save_anndata=True)
     mapped = speciesvi.TargetVI.load_query_data(query, tmp_path / "reference")
-    assert mapped.novelty_calibration_ == dict(model.novelty_calibration_, source="reference")
+    recorded = model.adata.uns["speciesvi_params"]["novelty_calibration"]
+    assert recorded["source"] == "own" and mapped.novelty_calibration_ == dict(recorded, source="reference")
     mapped.train(max_epochs=1, enable_progress_bar=False)
     labels = mapped.transfer_labels(n_candidates=50, top_k=10, key_added="saved_reference")
     assert labels.shape[0] == query.n_obs and labels["label"].notna().all()

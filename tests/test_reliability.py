@@ -94,7 +94,7 @@ def saved_target(tmp_path_factory):
     context, target = prepare()
     context_model = train_context(context, epochs=1)
     model = train_target(target, context_model, epochs=1)
-    model.transfer_labels(n_candidates=40, top_k=10)  # novelty_calibration_: numpy scalars in the saved attributes
+    model.transfer_labels(n_candidates=40, top_k=10)
     folder = tmp_path_factory.mktemp("saved") / "target"
     model.save(folder)
     context_model.save(folder.parent / "context")

@@ -16,6 +16,7 @@ from scvi.model.base import ArchesMixin
 
 from ..module import NEIGHBORS_KEY
 from ._arches import check_query_obs, pad_query_genes, prepare_query_model, query_plan_kwargs
+from ._calibration import reference_calibration
 from ._context import ContextVI
 from ._context_state import check_context_fingerprint
 from ._legacy import is_legacy, upgrade_legacy
@@ -219,9 +220,10 @@ class QueryMixin(ArchesMixin):
 
         The freezing holds for the model returned here; a query model saved and loaded again trains as an
         ordinary TargetVI. Label transfer on it calibrates the "Unassigned" rule with the novelty location
-        and scale of the reference's cells (``novelty_calibration_``: from the reference's last
-        :meth:`transfer_labels`, else estimated on its cells here when the reference is a model object; a
-        saved reference carries it if it ran :meth:`transfer_labels` before saving).
+        and scale of the reference's cells, kept in the query model's ``novelty_calibration_`` (set here,
+        once): the record of the reference's last :meth:`transfer_labels` in its AnnData
+        (``uns["speciesvi_params"]["novelty_calibration"]``; for a saved reference, in the AnnData saved with
+        ``save_anndata=True``), else, for a reference model object, estimated on its cells here.
 
         Returns
         -------
@@ -277,34 +279,23 @@ class QueryMixin(ArchesMixin):
             freeze_library_encoder=freeze_library_encoder,
             freeze_dropout=freeze_dropout,
         )
-        model.novelty_calibration_ = _reference_novelty_calibration(cls, reference_model, model.novelty_calibration_)
+        inherited = model.novelty_calibration_  # a reference saved by speciesvi < 0.1 carries its own
+        if inherited and inherited.get("source") == "own":
+            model.novelty_calibration_ = dict(inherited, source="reference")
+        else:
+            estimate = (
+                reference_model._estimate_novelty_calibration
+                if isinstance(reference_model, cls)
+                and reference_model.adata is not None
+                and reference_model._context_labels_key() is not None
+                else None
+            )
+            model.novelty_calibration_ = reference_calibration(reference_model, estimate)
         return model
 
     def train(self, *args, plan_config=None, plan_kwargs=None, **kwargs):
         """Train; a query model from :meth:`load_query_data` defaults to ``weight_decay=0`` (frozen weights stay put)."""
         return super().train(*args, plan_kwargs=query_plan_kwargs(self, plan_config, plan_kwargs), **kwargs)
-
-
-def _reference_novelty_calibration(
-    cls: type, reference_model: QueryMixin | str | os.PathLike, inherited: dict | None
-) -> dict | None:
-    """The reference's novelty location and scale, for the query's "Unassigned" rule (``None``: not available).
-
-    ``inherited`` is what the query model copied from the reference (its last
-    :meth:`~speciesvi.TargetVI.transfer_labels` on its own cells); without it, a reference model object with
-    a labelled context is calibrated on its own cells here. ``cls`` is the model class (TargetVI).
-    """
-    calibration = inherited if inherited and inherited.get("source") == "own" else None
-    if calibration is None and isinstance(reference_model, cls) and reference_model.adata is not None:
-        if reference_model._context_labels_key() is not None:
-            calibration = reference_model._estimate_novelty_calibration()
-    if calibration is None:
-        logger.warning(
-            "The reference model carries no novelty calibration (run reference.transfer_labels() before saving it); "
-            "the query's 'Unassigned' rule will be calibrated on the query cells alone."
-        )
-        return None
-    return dict(calibration, source="reference")
 
 
 def _check_query_neighbors(adata: AnnData, registry: dict, neighbors_key: str) -> None:

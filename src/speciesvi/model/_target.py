@@ -172,7 +172,7 @@ class TargetVI(
         self.context_fingerprint_ = module_fingerprint(context_model.module) if context_model is not None else None
         #: Gene and cell names, labels and batches of the context (``load`` sets it for a saved model).
         self.context_metadata_: dict | None = carried[1] if carried is not None else None
-        #: Novelty location and scale of the "Unassigned" rule (set by transfer_labels / load_query_data).
+        #: The reference's novelty location and scale, for a query model (set once, by ``load_query_data``).
         self.novelty_calibration_: dict | None = None
 
         n_hidden_outer = tuple(n_hidden_outer or context_spec["n_hidden_outer"])
