@@ -136,6 +136,8 @@ def test_a_folder_of_the_earlier_layout_loads_with_its_context_data(legacy, tmp_
     # saved again, the folder is self-contained
     model.save(folder, overwrite=True)
     assert sorted(p.name for p in folder.iterdir()) == ["model.pt"]
+    with pytest.raises(ValueError, match="differ from the 60 genes"):
+        speciesvi.TargetVI.load(folder, adata=target[:, ::-1].copy())
     again = speciesvi.TargetVI.load(folder, adata=target)
     np.testing.assert_allclose(again.get_latent_representation(), model.get_latent_representation(), atol=1e-6)
     relabelled = again.transfer_labels(n_candidates=20, top_k=5)

@@ -215,14 +215,8 @@ def _install_hand_over() -> None:
 def preloaded(dir_path: str | os.PathLike, prefix: str | None, contents: dict[str, Any]) -> Iterator[None]:
     """While the block runs, scvi-tools reads ``{prefix}model.pt`` in ``dir_path`` as ``contents``.
 
-    Parameters
-    ----------
-    dir_path
-        The saved model's folder.
-    prefix
-        Prefix of the saved file names.
-    contents
-        What :func:`load_model_file` read from it (possibly completed, e.g. an older layout brought up to date).
+    ``contents`` is what :func:`load_model_file` read from it, possibly completed (an earlier layout brought up to
+    date).
     """
     _install_hand_over()
     token = _PRELOADED.set((model_file(dir_path, prefix).resolve(), contents))
@@ -230,19 +224,6 @@ def preloaded(dir_path: str | os.PathLike, prefix: str | None, contents: dict[st
         yield
     finally:
         _PRELOADED.reset(token)
-
-
-def check_var_names(contents: dict[str, Any], adata: AnnData | None) -> None:
-    """A ``ValueError`` unless ``adata`` (if given) has the saved model's genes, in its order."""
-    if adata is None:
-        return
-    expected = np.asarray(contents["var_names"])
-    if len(expected) != adata.n_vars or not np.array_equal(expected, adata.var_names.to_numpy()):
-        raise ValueError(
-            f"The AnnData's genes ({adata.n_vars}) differ from the {len(expected)} genes the saved model was "
-            "trained on (names and order must match). Subset and reorder it with adata[:, saved_genes], "
-            "where saved_genes is the var_names of the training data."
-        )
 
 
 class SaveLoadMixin:
@@ -321,6 +302,14 @@ class SaveLoadMixin:
         cls, dir_path: str | os.PathLike, contents: dict[str, Any], adata: AnnData | None = None, **kwargs
     ):
         """scvi-tools' ``load`` of ``dir_path``, reading the model file as ``contents`` (see :func:`preloaded`)."""
-        check_var_names(contents, adata)
+        expected = np.asarray(contents["var_names"])
+        if adata is not None and (
+            len(expected) != adata.n_vars or not np.array_equal(expected, adata.var_names.to_numpy())
+        ):
+            raise ValueError(
+                f"The AnnData's genes ({adata.n_vars}) differ from the {len(expected)} genes the saved model was "
+                "trained on (names and order must match). Subset and reorder it with adata[:, saved_genes], "
+                "where saved_genes is the var_names of the training data."
+            )
         with preloaded(dir_path, kwargs.get("prefix"), contents):
             return super().load(str(dir_path), adata=adata, **kwargs)
