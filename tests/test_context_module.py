@@ -3,12 +3,8 @@ import torch
 from scvi.distributions import NegativeBinomial, ZeroInflatedNegativeBinomial
 
 from speciesvi.module import ContextVAE
-from speciesvi.module._likelihood import (
-    count_log_prob_sum,
-    decoder_log_prob_sum,
-    nb_log_prob_sum,
-    zinb_log_prob_sum,
-)
+from speciesvi.module._likelihood import count_log_prob_sum, nb_log_prob_sum, zinb_log_prob_sum
+from speciesvi.module._loss import decoder_log_prob_sum
 from speciesvi.module._selection import candidate_log_likelihoods
 
 

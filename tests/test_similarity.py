@@ -13,7 +13,6 @@ from speciesvi.module import ExpressionDecoder
 from speciesvi.module._similarity import (
     CountsCSR,
     candidate_log_likelihood,
-    numba_available,
     profile_log_likelihood,
     reference_log_likelihood,
 )
@@ -21,7 +20,7 @@ from speciesvi.module._similarity import (
 N_GENES, N_SHARED = 100, 80
 #: Marker genes of every synthetic cell type; "novel" exists in the target species only.
 PROGRAMS = {"alpha": range(0, 12), "beta": range(12, 24), "gamma": range(24, 36), "novel": range(60, 80)}
-BACKENDS = ["torch", "numba"] if numba_available() else ["torch"]
+BACKENDS = ["torch", "numba"]
 
 
 def structured_species(prefix: str, seed: int, types: list[str], n_per_type: int = 60) -> AnnData:
@@ -145,8 +144,7 @@ def test_kernel_results_do_not_depend_on_chunking_or_backend():
     one = candidate_log_likelihood(*args, backend="torch", chunk_size=3, max_elements=500)
     many = candidate_log_likelihood(*args, backend="torch")
     torch.testing.assert_close(one, many, atol=1e-3, rtol=1e-6)
-    if numba_available():
-        torch.testing.assert_close(candidate_log_likelihood(*args, backend="numba"), many, atol=2e-3, rtol=1e-6)
+    torch.testing.assert_close(candidate_log_likelihood(*args, backend="numba"), many, atol=2e-3, rtol=1e-6)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

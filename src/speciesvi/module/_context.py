@@ -13,7 +13,8 @@ from torch.distributions import Normal
 from torch.distributions import kl_divergence as kl
 
 from ._components import MLP, Dispersion, ExpressionDecoder, GeneLikelihood, InnerEncoder, LibraryEncoder
-from ._likelihood import count_log_prob_sum, decoder_log_prob_sum
+from ._likelihood import count_log_prob_sum
+from ._loss import decoder_log_prob_sum
 
 INTER_KEY = "inter"
 #: Key of the raw :class:`~speciesvi.module._components.DecoderOutputs` in the generative outputs.

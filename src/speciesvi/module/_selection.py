@@ -5,8 +5,9 @@ under the cell's batch and library size, and keeps the candidate under which the
 That is ``k`` decodings of every aligned cell over all genes, the largest single cost of a TargetVI training step
 on a CPU, so it is written here with as few passes over the ``(cells, k, genes)`` arrays as the arithmetic allows:
 one matrix product for the logits and one for the zero-inflation logits of every candidate (bfloat16 where
-that is fast), then, a few cells at a time so that the arrays stay in the CPU cache, about ten elementwise passes; the terms at
-the non-zero counts are dot products with the counts instead of gathers.
+that is fast), then, a few cells at a time so that the arrays stay in the CPU cache, about ten elementwise passes over the
+terms of :mod:`speciesvi.module._likelihood`; the terms at the non-zero counts are dot products with the counts instead of
+gathers where they are linear in the counts.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ._components import ExpressionDecoder
+from ._likelihood import dispersion_terms, zinb_zero_direct
 
 #: Elements of a ``(cells, k, genes)`` block scored at once (4 MiB of float32): small enough for the CPU cache.
 SELECTION_BLOCK = 2**20
@@ -42,9 +44,11 @@ def candidate_log_likelihoods(
     With ``mu = softmax(logits) * exp(log_library)``, it equals the log-likelihood
     (:func:`~speciesvi.module._likelihood.count_log_prob_sum`) less ``sum(lgamma(x + 1))`` and, when ``theta``
     is the same for all candidates of a cell, less ``sum(lgamma(x + theta) - lgamma(theta))``: terms that do not
-    change which candidate is the most likely. Writing ``r = mu / theta`` and ``s = log(1 + r)``: a zero count
-    has NB log-probability ``a = -theta s`` (ZINB: ``log(pi + (1 - pi) e^a)``, ``pi = sigmoid(zi_logits)``), a
-    positive count adds ``x (log r - s)`` (ZINB: and ``log(1 - pi)``).
+    change which candidate is the most likely. The terms are those of :mod:`speciesvi.module._likelihood`:
+    with ``r = mu / theta``, ``s = log(1 + r)`` (from ``r``, which the softmax normaliser yields anyway) and
+    ``a = -theta s``, the dense part is the zero-count log-probability of every gene, and the sparse part
+    ``x (log r - s)`` is summed as dot products with the counts, its zero-inflation term at the non-zero
+    counts only.
 
     Parameters
     ----------
@@ -72,18 +76,19 @@ def candidate_log_likelihoods(
     log_scale = log_library - total.log()  # log r = v + log_scale
     s = e.mul_(log_scale.exp().unsqueeze(-1)).add_(1.0).log_()  # log(1 + r)
     positive = sum_x_v + x.sum(-1, keepdim=True) * log_scale - _dot(s, x)  # sum of x (log r - s)
-    a = s.mul_(-(theta.unsqueeze(1) if theta.dim() == 2 else theta))
+    a = s.mul_(-(theta.unsqueeze(1) if theta.dim() == 2 else theta))  # nb_zero, in place
     if theta.dim() == 3 or zi_logits is not None:
         rows, cols = x.nonzero(as_tuple=True)
     if theta.dim() == 3:  # per-candidate dispersions: their lgamma terms differ between candidates
         theta_at, counts = theta[rows, :, cols], x[rows, cols].unsqueeze(1)
-        positive = positive.index_add_(0, rows, torch.lgamma(counts + theta_at) - torch.lgamma(theta_at))
+        positive = positive.index_add_(0, rows, dispersion_terms(counts, theta_at))
     if zi_logits is None:
         return a.sum(-1) + positive
+    # a zero count has log p(0) (zinb_zero); a positive one zinb_zero + zinb_gain = a - softplus(pi) (+ the x terms)
     nonzero = (x > 0).to(a.dtype)
     log_keep = torch.zeros_like(positive).index_add_(0, rows, F.softplus(zi_logits[rows, :, cols]))  # -log(1 - pi)
     sum_a_nonzero = _dot(a, nonzero)
-    log_zero = torch.lerp(a.exp_(), torch.ones((), dtype=a.dtype, device=a.device), zi_logits.sigmoid_()).log_()
+    log_zero = zinb_zero_direct(a, zi_logits, overwrite=True)
     return _dot(log_zero, 1.0 - nonzero) + sum_a_nonzero - log_keep + positive
 
 
