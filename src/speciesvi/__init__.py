@@ -6,7 +6,7 @@ import importlib
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, io, pp, tl
+from . import datasets, io, pp
 
 try:
     __version__ = version("speciesvi")
@@ -19,9 +19,9 @@ __all__ = ["ContextVI", "TargetVI", "datasets", "io", "pl", "pp", "tl"]
 
 
 def __getattr__(name: str):
-    # The models import torch and scvi-tools; keep ``import speciesvi.pp`` light.
+    # The models and the analysis functions (tl) import torch and scvi-tools; keep ``import speciesvi.pp`` light.
     if name in {"ContextVI", "TargetVI"}:
         return getattr(importlib.import_module(".model", __name__), name)
-    if name in {"pl", "model"}:
+    if name in {"pl", "tl", "model"}:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'speciesvi' has no attribute {name!r}")
