@@ -33,7 +33,7 @@ def homologous_gene_positions(target_var: pd.DataFrame, context_var_names: pd.In
     """
     if "context_gene" not in target_var.columns:
         raise ValueError(
-            "The target AnnData has no var['context_gene']; run speciesvi.pp.translate_genes(target, table, "
+            "The target AnnData has no 'context_gene' column in var; run speciesvi.pp.translate_genes(target, table, "
             "context=context) first."
         )
     context_var_names = pd.Index(context_var_names)
