@@ -6,10 +6,12 @@ from benchmarks._robustness_data import case_name, describe
 from benchmarks.run import MIN_CELLS, fmt, mean_sd
 
 METHODS = ("speciesvi", "knn_homologous", "ingest", "celltypist", "scanvi")
-#: table columns: (method, variant, header); the first four are speciesvi's, the rest the peers'
+#: table columns: (method, variant, header); speciesvi's first, then the peers'
 VARIANTS = [
     ("speciesvi", "transfer_all", "speciesvi (every cell labelled)"),
     ("speciesvi", "transfer", "speciesvi at the defaults"),
+    ("speciesvi", "similarity_only", "speciesvi similarity vote only"),
+    ("speciesvi", "majority_voting", "speciesvi majority voting"),
     ("speciesvi", "latent_knn", "speciesvi latent kNN"),
     ("speciesvi", "data_level", "speciesvi data-level"),
     ("knn_homologous", "knn", "kNN homologous"),
@@ -29,6 +31,8 @@ STEPS = {
     "target_training": "TargetVI setup + training",
     "transfer_labels": "`transfer_labels()`",
     "transfer_labels_all": "`transfer_labels(unassigned_threshold=None)`",
+    "transfer_labels_similarity_only": "`transfer_labels(keep_data_level=None, unassigned_threshold=None)`",
+    "transfer_labels_majority_voting": "`transfer_labels(over_clustering='leiden', unassigned_threshold=None)`",
     "latent_knn": "latent kNN",
     "homolog_lfc": "one `homolog_lfc` (one cell type)",
 }

@@ -76,6 +76,7 @@ def test_transfer_labels_options(synthetic_model):
         key_added="lt",
         store_similarities=True,
         data_level_fallback=None,
+        keep_data_level=None,
     )
     for key in ("labels", "coarse"):
         assert {f"label_{key}", f"confidence_{key}", f"vote_share_{key}"} <= set(result.columns)
@@ -256,7 +257,11 @@ def test_labels_the_similarity_cannot_reproduce_on_the_anchors_keep_the_data_lev
     np.testing.assert_array_equal(checked["label"].astype(str).to_numpy(), data_level)
 
     unchecked = model.transfer_labels(
-        labels_key="random", unassigned_threshold=None, key_added="unchecked", data_level_fallback=None
+        labels_key="random",
+        unassigned_threshold=None,
+        key_added="unchecked",
+        data_level_fallback=None,
+        keep_data_level=None,
     )
     assert (unchecked["label"].astype(str).to_numpy() != data_level).mean() > 0.2
     # informative labels pass the check untouched
@@ -264,6 +269,44 @@ def test_labels_the_similarity_cannot_reproduce_on_the_anchors_keep_the_data_lev
     assert model.adata.uns["informative_params"]["anchor_check"]["labels"]["data_level_labels"] == []
     with pytest.raises(ValueError, match="data_level_fallback"):
         model.transfer_labels(data_level_fallback=1.5)
+
+
+def test_cells_with_a_confident_data_level_vote_keep_their_data_level_label(synthetic_model):
+    model = synthetic_model
+    context_labels = model.context_model.adata.obs["random"].astype(str).to_numpy()
+    data_level, data_share = vote(context_labels[model.adata.obsm["homolog_neighbors"][:, :25]])
+    free = (
+        model.transfer_labels(
+            labels_key="random",
+            unassigned_threshold=None,
+            key_added="free",
+            data_level_fallback=None,
+            keep_data_level=None,
+        )["label"]
+        .astype(str)
+        .to_numpy()
+    )
+    assert model.adata.uns["free_params"]["n_kept_data_level"] == {"random": 0}
+    # every cell whose data-level share reaches the threshold keeps its data-level label, the others vote freely
+    threshold = float(np.quantile(data_share, 0.5))
+    gated = model.transfer_labels(
+        labels_key="random",
+        unassigned_threshold=None,
+        key_added="gated",
+        data_level_fallback=None,
+        keep_data_level=threshold,
+    )
+    labels = gated["label"].astype(str).to_numpy()
+    confident = data_share >= threshold
+    np.testing.assert_array_equal(labels[confident], data_level[confident])
+    np.testing.assert_array_equal(labels[~confident], free[~confident])
+    params = model.adata.uns["gated_params"]
+    assert params["keep_data_level"] == threshold
+    assert params["n_kept_data_level"]["random"] == int((free[confident] != data_level[confident]).sum()) > 0
+    # the novelty is judged within the similarity vote's groups, so p_known does not depend on the rule
+    np.testing.assert_allclose(gated["p_known"], model.adata.obs["free_p_known"])
+    with pytest.raises(ValueError, match="keep_data_level"):
+        model.transfer_labels(keep_data_level=-0.1)
 
 
 def test_anchor_fallback_flags_the_cells_of_labels_the_model_gets_wrong_on_anchors():

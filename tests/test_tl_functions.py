@@ -9,7 +9,13 @@ from speciesvi.pp._homologs import homologous_gene_positions
 from speciesvi.tl import UNASSIGNED
 from speciesvi.tl._cell_types import sample_type_pairs, type_similarity_table
 from speciesvi.tl._similarity import latent_neighbors, sort_by_similarity
-from speciesvi.tl._transfer import anchored_vote, transfer_table, write_transfer
+from speciesvi.tl._transfer import (
+    anchored_vote,
+    data_level_vote,
+    keep_confident_data_level,
+    transfer_table,
+    write_transfer,
+)
 
 
 def test_anchored_vote_falls_back_only_for_the_label_its_anchors_disagree_on():
@@ -32,6 +38,28 @@ def test_anchored_vote_falls_back_only_for_the_label_its_anchors_disagree_on():
     assert empty == {} and plain[:10].tolist() == ["b"] * 10
     with pytest.raises(ValueError, match="data_level_voters"):
         anchored_vote(context_labels, voters, min_agreement=0.9)
+
+
+def test_data_level_vote_ignores_missing_neighbours():
+    context_labels = np.array(["a", "b", "c"], dtype=object)
+    labels, shares = data_level_vote(context_labels, np.array([[0, 0, 1, 2], [2, -1, -1, -1], [-1, -1, -1, -1]]))
+    # -1 (no neighbour) neither votes nor picks the last context cell
+    assert labels.tolist() == ["a", "c", UNASSIGNED]
+    np.testing.assert_allclose(shares, [0.5, 0.25, 0.0])
+
+
+def test_keep_confident_data_level_replaces_only_near_unanimous_cells():
+    labels = np.array(["a", "a", "b", "c"], dtype=object)
+    shares = np.array([0.6, 0.9, 1.0, 0.8])
+    data = np.array(["b", "b", "b", UNASSIGNED], dtype=object)
+    data_shares = np.array([0.95, 0.5, 1.0, 0.0])
+    out, out_shares, kept = keep_confident_data_level(labels, shares, data, data_shares, 0.9)
+    assert out.tolist() == ["b", "a", "b", "c"] and kept.tolist() == [True, False, False, False]
+    np.testing.assert_allclose(out_shares, [0.95, 0.9, 1.0, 0.8])
+    same, _, none_kept = keep_confident_data_level(labels, shares, data, data_shares, None)
+    assert same.tolist() == labels.tolist() and not none_kept.any()
+    with pytest.raises(ValueError, match="min_share"):
+        keep_confident_data_level(labels, shares, data, data_shares, 1.5)
 
 
 def test_transfer_table_and_its_record_in_anndata():

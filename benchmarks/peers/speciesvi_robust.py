@@ -11,7 +11,10 @@ for the common command line and not read. Steps, each timed (``steps_s`` in ``re
 3. ``TargetVI.setup_anndata(batch_key)``, ``TargetVI(target, context_model).train(max_epochs=--epochs)``;
 4. ``transfer_labels()`` at its defaults (variant ``transfer``: label, confidence, and ``p_known`` in the
    column ``p_known:transfer``) and ``transfer_labels(unassigned_threshold=None, key_added="speciesvi_all")``
-   (variant ``transfer_all``: every cell labelled);
+   (variant ``transfer_all``: every cell labelled); ``transfer_labels(keep_data_level=None, ...)`` (variant
+   ``similarity_only``: the similarity vote decides every cell, the rule before confident data-level labels
+   were kept) and ``transfer_labels(over_clustering="leiden", ...)`` (variant ``majority_voting``: CellTypist's
+   majority voting over Leiden clusters of the latent space, every cell labelled);
 5. ``latent_knn``: majority label of the 25 nearest context cells of each target cell in the aligned latent
    space (``get_latent_representation()`` against the context latent), confidence = vote share;
 6. ``data_level``: ``obs["homolog_neighbors_label"]`` of step 1;
@@ -95,6 +98,16 @@ def main(argv=None) -> None:
     with step("transfer_labels_all", "predict", "transfer_all"):
         every = model.transfer_labels(unassigned_threshold=None, key_added="speciesvi_all", **candidates)
     rec.add("transfer_all", names, every["label"].astype(str).to_numpy(), every["confidence"].to_numpy())
+    with step("transfer_labels_similarity_only", "predict", "similarity_only"):
+        plain = model.transfer_labels(
+            unassigned_threshold=None, keep_data_level=None, key_added="speciesvi_similarity", **candidates
+        )
+    rec.add("similarity_only", names, plain["label"].astype(str).to_numpy(), plain["confidence"].to_numpy())
+    with step("transfer_labels_majority_voting", "predict", "majority_voting"):
+        voted = model.transfer_labels(
+            unassigned_threshold=None, over_clustering="leiden", key_added="speciesvi_voting", **candidates
+        )
+    rec.add("majority_voting", names, voted["majority_voting"].astype(str).to_numpy(), voted["confidence"].to_numpy())
     with step("latent_knn", "predict", "latent_knn"):
         neighbours = latent_neighbors(model.get_latent_representation(), model._context_latent(), K_LATENT)
         knn_labels, share = vote(model._context_labels(lk)[neighbours])
@@ -121,6 +134,7 @@ def main(argv=None) -> None:
     rec.result["steps_s"] = steps
     params = target.uns["speciesvi_params"]  # the defaults' run: its anchor check and novelty estimates
     rec.result["anchor_check"] = params["anchor_check"]
+    rec.result["n_kept_data_level"] = params["n_kept_data_level"]
     rec.result["novelty_group_scale"] = params["novelty_group_scale"]
     rec.result["homolog_neighbors_s"] = steps["homolog_neighbors"]
     rec.result["lfc"] = lfc

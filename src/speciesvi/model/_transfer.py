@@ -14,7 +14,16 @@ from ..module._similarity import DEFAULT_N_GRID
 from ..tl._labels import leiden_clusters
 from ..tl._novelty import calibration_record, novelty_scores, novelty_to_p_known
 from ..tl._similarity import sort_by_similarity
-from ..tl._transfer import ANCHOR_AGREEMENT, CandidateSource, anchored_vote, transfer_table, write_transfer
+from ..tl._transfer import (
+    ANCHOR_AGREEMENT,
+    CONFIDENT_DATA_LEVEL,
+    CandidateSource,
+    anchored_vote,
+    data_level_vote,
+    keep_confident_data_level,
+    transfer_table,
+    write_transfer,
+)
 from ._similarity import TargetCells
 
 logger = logging.getLogger(__name__)
@@ -52,24 +61,35 @@ class TransferMixin:
         progress_bar: bool,
         source: CandidateSource = "data_level",
         fallback: float | None = ANCHOR_AGREEMENT,
-    ) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray, dict]:
-        """Sorted similarities and candidates, the votes (after the anchor check), the novelty, the checks."""
+        keep_data_level: float | None = CONFIDENT_DATA_LEVEL,
+    ) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray, dict, np.ndarray]:
+        """Sorted similarities and candidates, the final votes, the novelty, the checks, the novelty groups.
+
+        The novelty groups are the first key's similarity vote after the anchor check, before confident
+        data-level labels are kept: the novelty is measured against the similarity voters, so it is judged
+        among the cells that vote alike.
+        """
         rows = self._candidate_rows(cells, source, n_candidates)
         sims, candidates = sort_by_similarity(
             *self._similarities(cells, rows, n_candidates, n_grid, batch_size, progress_bar)
         )
         voters = candidates[:, :top_k]
-        data_level_voters = anchors = None
+        data_level_voters = np.asarray(self.adata_manager.get_from_registry(NEIGHBORS_KEY))[cells.indices, :top_k]
+        anchors = None
         if fallback is not None:
-            data_level_voters = np.asarray(self.adata_manager.get_from_registry(NEIGHBORS_KEY))[cells.indices, :top_k]
             agreement = np.asarray(self.adata_manager.get_from_registry(AGREEMENT_KEY)).reshape(-1)
             anchors = agreement[cells.indices] < self.module.agreement_cutoff
-        votes, checks = {}, {}
+        votes, checks, n_kept, groups = {}, {}, {}, None
         for key in keys:
-            label, share, check = anchored_vote(self._context_labels(key), voters, data_level_voters, anchors, fallback)
+            context_labels = self._context_labels(key)
+            label, share, check = anchored_vote(context_labels, voters, data_level_voters, anchors, fallback)
+            groups = label if groups is None else groups
+            data_label, data_share = data_level_vote(context_labels, data_level_voters)
+            label, share, kept = keep_confident_data_level(label, share, data_label, data_share, keep_data_level)
             votes[key] = (label, share)
             if fallback is not None:
                 checks[key] = check
+            n_kept[key] = int(kept.sum())
         target_idx, context_idx = self._homologous_genes()
         novelty = novelty_scores(
             self.module.decoder,
@@ -84,7 +104,7 @@ class TransferMixin:
             context_idx,
             device=self.device,
         )
-        return sims, candidates, votes, novelty, checks
+        return sims, candidates, votes, novelty, {"anchor_check": checks, "n_kept_data_level": n_kept}, groups
 
     def _estimate_novelty_calibration(self, labels_key: str | None = None) -> dict:
         """Novelty location and scale on this model's own cells (transfer_labels defaults); writes nothing."""
@@ -92,10 +112,10 @@ class TransferMixin:
         cells = self._target_cells(np.arange(self.adata.n_obs), None)
         n_candidates = min(250, self._context_n_obs(), self.adata_manager.get_from_registry(NEIGHBORS_KEY).shape[1])
         top_k = min(25, n_candidates)
-        _, _, votes, novelty, _ = self._votes_and_novelty(
+        *_, novelty, _, groups = self._votes_and_novelty(
             cells, keys[:1], n_candidates, top_k, DEFAULT_N_GRID, None, False
         )
-        _, stats = novelty_to_p_known(novelty, groups=votes[keys[0]][0])
+        _, stats = novelty_to_p_known(novelty, groups=groups)
         return calibration_record(keys[0], stats)
 
     def _novelty_calibration(self, novelty_calibration: str | dict, labels_key: str) -> dict | None:
@@ -129,6 +149,7 @@ class TransferMixin:
         n_candidates: int = 250,
         top_k: int = 25,
         data_level_fallback: float | None = ANCHOR_AGREEMENT,
+        keep_data_level: float | None = CONFIDENT_DATA_LEVEL,
         unassigned_threshold: float | None = 0.5,
         over_clustering: str | Sequence | np.ndarray | None = None,
         min_prop: float = 0.0,
@@ -153,6 +174,10 @@ class TransferMixin:
            be trusted with it on these data, and every cell whose vote or data-level label is that label
            keeps its data-level vote (the ``top_k`` nearest data-level neighbours) instead. Uses no target
            labels; the labels concerned and the agreement per label go to ``uns``.
+           **Confident data-level labels stand.** A cell at least ``keep_data_level`` of whose ``top_k``
+           nearest data-level neighbours agree keeps that label: re-ranking settles the cells the data leave
+           open (PP against D cells, say) and cannot improve on a near-unanimous data-level vote, only add
+           the alignment's training noise to it.
         2. **Novelty.** The target decoder can reproduce a cell type the context lacks wherever it lands in
            the shared latent space, so similarities alone cannot tell that a cell is unlike every context
            cell. Only the context model knows what context cells look like: on the homologous genes, the
@@ -197,6 +222,9 @@ class TransferMixin:
         data_level_fallback
             Anchor check (step 1): smallest share of a label's anchor cells the vote must label alike, in
             ``[0, 1]``; ``None`` turns the check off.
+        keep_data_level
+            Data-level vote share (of the ``top_k`` nearest data-level neighbours) from which a cell keeps its
+            data-level label, in ``[0, 1]``; ``None`` lets the similarity vote label every cell.
         unassigned_threshold
             Cells with ``p_known`` below it are "Unassigned"; in ``(0, 1)``. The default 0.5 flags cells
             more than 4 robust standard deviations above the typical novelty of their label. ``None`` assigns
@@ -245,16 +273,27 @@ class TransferMixin:
             raise ValueError("key_added must be a non-empty string.")
         if data_level_fallback is not None and not 0.0 <= data_level_fallback <= 1.0:
             raise ValueError(f"data_level_fallback must be in [0, 1] or None, got {data_level_fallback}.")
+        if keep_data_level is not None and not 0.0 <= keep_data_level <= 1.0:
+            raise ValueError(f"keep_data_level must be in [0, 1] or None, got {keep_data_level}.")
 
         cells = self._target_cells(np.arange(self.adata.n_obs), batch_size)
         clusters, clustering_name = (None, None)
         if over_clustering is not None:
             clusters, clustering_name = self._clusters(over_clustering, cells.z)
-        sims, candidate_index, votes, novelty, checks = self._votes_and_novelty(
-            cells, keys, n_candidates, top_k, n_grid, batch_size, progress_bar, candidates, data_level_fallback
+        sims, candidate_index, votes, novelty, checks, groups = self._votes_and_novelty(
+            cells,
+            keys,
+            n_candidates,
+            top_k,
+            n_grid,
+            batch_size,
+            progress_bar,
+            candidates,
+            data_level_fallback,
+            keep_data_level,
         )
         calibration = self._novelty_calibration(novelty_calibration, keys[0])
-        p_known, novelty_stats = novelty_to_p_known(novelty, groups=votes[keys[0]][0], calibration=calibration)
+        p_known, novelty_stats = novelty_to_p_known(novelty, groups=groups, calibration=calibration)
         table = transfer_table(
             votes, p_known, novelty, sims[:, 0], self.adata.obs_names, unassigned_threshold, clusters, min_prop
         )
@@ -265,7 +304,8 @@ class TransferMixin:
             "n_candidates": int(n_candidates),
             "top_k": int(top_k),
             "data_level_fallback": "None" if data_level_fallback is None else float(data_level_fallback),
-            "anchor_check": checks,
+            "keep_data_level": "None" if keep_data_level is None else float(keep_data_level),
+            **checks,
             "unassigned_threshold": "None" if unassigned_threshold is None else float(unassigned_threshold),
             "over_clustering": "None" if clustering_name is None else clustering_name,
             "min_prop": float(min_prop),

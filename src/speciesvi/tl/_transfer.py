@@ -20,6 +20,74 @@ CandidateSource = Literal["data_level", "latent"]
 #: Share of a label's anchor cells the similarity vote must label alike, or that label falls back to the
 #: data-level vote (``transfer_labels(data_level_fallback=...)``).
 ANCHOR_AGREEMENT = 0.9
+#: Data-level vote share from which a cell keeps its data-level label whatever the similarity vote says
+#: (``transfer_labels(keep_data_level=...)``).
+CONFIDENT_DATA_LEVEL = 0.9
+
+
+def data_level_vote(context_labels: np.ndarray, data_level_voters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Majority label and vote share of the data-level neighbours (``-1``, no neighbour, does not vote).
+
+    Examples
+    --------
+    >>> data_level_vote(np.array(["a", "b"], dtype=object), np.array([[0, 0, 1], [1, -1, -1]]))[0].tolist()
+    ['a', 'b']
+    """
+    voters = np.asarray(data_level_voters, dtype=np.int64)
+    labels = np.asarray(context_labels, dtype=object)[np.clip(voters, 0, None)]
+    return vote(np.where(voters >= 0, labels, None))
+
+
+def keep_confident_data_level(
+    labels: np.ndarray,
+    shares: np.ndarray,
+    data_level_labels: np.ndarray,
+    data_level_shares: np.ndarray,
+    min_share: float | None = CONFIDENT_DATA_LEVEL,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cells whose data-level vote is near-unanimous keep the data-level label.
+
+    The similarity re-ranking is there to settle the cells whose data-level neighbours disagree (PP
+    against D cells, doublets, thin types); where at least ``min_share`` of them agree, the data give the
+    label and re-ranking can only add the alignment's training noise to it.
+
+    Parameters
+    ----------
+    labels, shares
+        ``(n,)`` the similarity vote (after the anchor check) and its vote share.
+    data_level_labels, data_level_shares
+        ``(n,)`` the data-level vote (:func:`data_level_vote`) and its vote share.
+    min_share
+        Data-level vote share from which the data-level label is kept; ``None`` keeps every similarity label.
+
+    Returns
+    -------
+    labels, shares
+        The labels and vote shares after the rule.
+    kept
+        ``(n,)`` bool, the cells whose similarity label was replaced by a different data-level label.
+
+    Examples
+    --------
+    >>> labels, _, kept = keep_confident_data_level(
+    ...     np.array(["a", "a"]), np.ones(2), np.array(["b", "b"]), np.array([0.96, 0.6]), 0.9
+    ... )
+    >>> labels.tolist(), kept.tolist()
+    (['b', 'a'], [True, False])
+    """
+    labels = np.asarray(labels, dtype=object)
+    if min_share is None:
+        return labels, np.asarray(shares), np.zeros(labels.shape[0], dtype=bool)
+    if not 0.0 <= min_share <= 1.0:
+        raise ValueError(f"min_share must be in [0, 1] or None, got {min_share}.")
+    data_level_labels = np.asarray(data_level_labels, dtype=object)
+    confident = (np.asarray(data_level_shares) >= min_share) & (data_level_labels != UNASSIGNED)
+    kept = confident & (data_level_labels != labels)
+    return (
+        np.where(confident, data_level_labels, labels).astype(object),
+        np.where(confident, data_level_shares, shares),
+        kept,
+    )
 
 
 def anchored_vote(
@@ -68,7 +136,7 @@ def anchored_vote(
         return label, share, {}
     if data_level_voters is None or anchors is None:
         raise ValueError("The anchor check needs data_level_voters and anchors (or min_agreement=None).")
-    data_label, data_share = vote(context_labels[np.asarray(data_level_voters, dtype=np.int64)])
+    data_label, data_share = data_level_vote(context_labels, data_level_voters)
     use_data_level, agreement = anchor_fallback(label, data_label, np.asarray(anchors, dtype=bool), min_agreement)
     record = {
         "anchor_agreement": agreement,
