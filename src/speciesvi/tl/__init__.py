@@ -14,10 +14,19 @@ from ._labels import HETEROGENEOUS, UNASSIGNED, anchor_fallback, histogram_mode,
 from ._novelty import NOVELTY_SDS, novelty_scores, novelty_to_p_known
 from ._pseudobulk import lfc_agreement, pseudobulk_lfc
 from ._similarity import latent_neighbors, likelihood_similarity, sort_by_similarity
-from ._transfer import ANCHOR_AGREEMENT, anchored_vote, transfer_table, write_transfer
+from ._transfer import (
+    ANCHOR_AGREEMENT,
+    CONFIDENT_DATA_LEVEL,
+    anchored_vote,
+    data_level_vote,
+    keep_confident_data_level,
+    transfer_table,
+    write_transfer,
+)
 
 __all__ = [
     "ANCHOR_AGREEMENT",
+    "CONFIDENT_DATA_LEVEL",
     "HETEROGENEOUS",
     "LFC_COLUMNS",
     "NOVELTY_SDS",
@@ -28,9 +37,11 @@ __all__ = [
     "anchor_fallback",
     "anchored_vote",
     "cells_per_type",
+    "data_level_vote",
     "evaluate_labels",
     "histogram_mode",
     "homologous_expression",
+    "keep_confident_data_level",
     "latent_neighbors",
     "leiden_clusters",
     "lfc_agreement",
