@@ -341,3 +341,16 @@ def test_novelty_scale_is_per_label_so_a_wide_shared_type_is_not_eaten():
     assert (p_known[-2:] < 0.5).all() and (p_known[:400] < 0.5).mean() < 0.01
     # a label's scale is never below the pooled one
     assert min(stats["group_scale"].values()) >= stats["scale"]
+
+
+def test_majority_voting_over_leiden_clusters_of_the_latent_space(synthetic_model):
+    model = synthetic_model
+    result = model.transfer_labels(unassigned_threshold=None, over_clustering="leiden", key_added="leiden_voting")
+    voted = result["majority_voting"].astype(str).to_numpy()
+    labels = result["label"].astype(str).to_numpy()
+    truth = model.adata.obs["labels"].astype(str).to_numpy()
+    shared = truth != "novel"
+    # every cluster takes one of its cells' labels, and the shared types stay right
+    assert set(voted) <= set(labels)
+    assert (voted[shared] == truth[shared]).mean() > 0.9
+    assert model.adata.uns["leiden_voting_params"]["over_clustering"] == "leiden (computed on the latent space)"

@@ -206,7 +206,7 @@ def leiden_clusters(z: np.ndarray) -> np.ndarray:
         sc.tl.leiden(tmp, flavor="igraph", n_iterations=2, directed=False, random_state=0)
     except ImportError as err:
         raise ValueError(
-            "over_clustering='leiden' needs the igraph and leidenalg packages (pip install igraph leidenalg); "
+            "over_clustering='leiden' needs the igraph and leidenalg packages (pip install 'speciesvi[leiden]'); "
             "or pass an obs key / per-cell cluster ids."
         ) from err
     return tmp.obs["leiden"].astype(str).to_numpy(dtype=object)
