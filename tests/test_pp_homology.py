@@ -234,7 +234,9 @@ def test_mgi_download_that_is_not_the_report(tmp_path, monkeypatch):
 
 
 def test_auto_without_offline_table_or_cache(tmp_path):
-    with pytest.raises(ValueError, match="source='mgi'.*source='mygene'.*Ensembl BioMart / OrthoFinder / HCOP / MGI file"):
+    with pytest.raises(
+        ValueError, match="source='mgi'.*source='mygene'.*Ensembl BioMart / OrthoFinder / HCOP / MGI file"
+    ):
         pp.homology_table("rat", "mouse", cache_dir=tmp_path)
 
 
