@@ -277,6 +277,9 @@ def test_orthofinder_column_of_a_species_without_a_name():
     df = pd.DataFrame({"Orthogroup": ["OG1", "OG2"], "Cavia_porcellus": ["GCG", "INS"], "mouse": ["Gcg", "Ins1, Ins2"]})
     table = pp.homology_table(10141, "mouse", source=df)
     assert _pairs(table) == {("GCG", "Gcg"): "one2one", ("INS", "Ins1"): "one2many", ("INS", "Ins2"): "one2many"}
+    # a column that names a third species is not taken for the taxon
+    with pytest.raises(ValueError, match="Cannot tell which columns.*taxon 10141"):
+        pp.homology_table(10141, "mouse", source=df.rename(columns={"Cavia_porcellus": "Homo_sapiens"}))
 
 
 def test_orthogroups_of_several_species():

@@ -3,7 +3,8 @@
 OrthoFinder names a species column after the proteome file it was given (``Mus_musculus.GRCm39.pep.all``,
 ``mouse``, ``hamster_proteins``). A column belongs to a species when its label, its first two words or its first
 word is a species name speciesvi knows or an NCBI taxon id (``10036``, ``txid10036``). In a file of two species it
-is enough that one column is recognised: the other column is then the other species.
+is enough that one column is recognised: the other column, if its label names no third species, is then the other
+species (e.g. a ``Cavia_porcellus`` column for taxon 10141, which speciesvi has no name for).
 
 Each row lists comma-separated genes of the two species; every target gene of a row is paired with every context
 gene of the row. The homology type follows the number of genes on each side (``one2one`` when both hold one gene,
@@ -46,12 +47,13 @@ def _species_columns(norm: dict[str, str], target: Species, context: Species) ->
                 f"This OrthoFinder table has several columns for {sp.name}: {found[sp.taxid]}; keep one of them."
             )
     if len(columns) == 2:
-        # Two species: one recognised column decides the orientation.
+        # Two species: one recognised column decides the orientation, if the other names no third species.
         t_cols, c_cols = found[target.taxid], found[context.taxid]
+        unnamed = [column for column in columns if taxids[column] is None]
         if t_cols and not c_cols:
-            c_cols = [column for column in columns if column != t_cols[0]]
+            c_cols = unnamed
         elif c_cols and not t_cols:
-            t_cols = [column for column in columns if column != c_cols[0]]
+            t_cols = unnamed
         found = {target.taxid: t_cols, context.taxid: c_cols}
     if not found[target.taxid] or not found[context.taxid]:
         raise ValueError(

@@ -102,6 +102,11 @@ def label_taxid(label: object) -> int | None:
 
     The label is split at spaces, underscores, dots and dashes; the whole label, then its first two words, then its
     first word are looked up as a species name or a taxon id. ``None`` when none of them names a species.
+
+    Examples
+    --------
+    >>> label_taxid("Mesocricetus_auratus.MesAur1.0.pep.all"), label_taxid("txid10141"), label_taxid("speciesA")
+    (10036, 10141, None)
     """
     words = [w for w in _LABEL_SEPARATORS.split(str(label).strip().lower()) if w]
     for candidate in (" ".join(words), " ".join(words[:2]), " ".join(words[:1])):
@@ -123,6 +128,13 @@ def resolve_species(value: str | int, *, argument: str = "species") -> Species:
         ``value`` is neither a string nor an integer.
     ValueError
         ``value`` is neither a known species name nor a positive whole number.
+
+    Examples
+    --------
+    >>> resolve_species("golden hamster")
+    Species(name='hamster', taxid=10036, aliases=('mesocricetus auratus', 'mauratus', 'golden hamster', 'syrian hamster'))
+    >>> resolve_species("4896").name
+    'taxon 4896'
     """
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise TypeError(
