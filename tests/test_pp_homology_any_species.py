@@ -316,6 +316,18 @@ def test_eggnog_hamster_to_mouse():
     assert _pairs(backward) == _flipped(HAMSTER_TO_MOUSE)
 
 
+def test_eggnog_skips_a_narrow_level_few_genes_reach(tmp_path):
+    # Only Gcg is placed in a Rodentia OG: comparing at Rodentia would leave every other gene without a homolog.
+    paths = []
+    for source in EGGNOG:
+        text = source.read_text().replace("4GA01T@40674|Mammalia\t", "4GA01T@40674|Mammalia,5RD01@9989|Rodentia\t")
+        paths.append(tmp_path / source.name)
+        paths[-1].write_text(text)
+    table = pp.homology_table("hamster", "mouse", source=tuple(paths))
+    assert table.attrs["eggnog_level"] == "40674|Mammalia"
+    assert _pairs(table) == HAMSTER_TO_MOUSE
+
+
 def test_eggnog_needs_both_files():
     with pytest.raises(ValueError, match="annotates one species; pass the files of both species"):
         pp.homology_table("hamster", "mouse", source=EGGNOG[0])

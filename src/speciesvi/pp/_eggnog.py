@@ -6,10 +6,11 @@ levels, listed from the broadest to the narrowest in the ``eggNOG_OGs`` column
 
 1. The genes are the ``Preferred_name`` symbols; proteins without one (``-``) are left out, and several proteins
    of one symbol (isoforms) count once.
-2. Genes are compared at a single taxonomic level: the narrowest level found in both files. A level's depth is its
-   mean position in the ``eggNOG_OGs`` lists of both files (the root comes first), so the narrowest shared level
-   is the one listed last on average, e.g. Mammalia for hamster and mouse. The level is logged and recorded in
-   ``DataFrame.attrs["eggnog_level"]``.
+2. Genes are compared at a single taxonomic level: the narrowest level found in both files that covers at least
+   half as many genes as the best-covered shared level (so that a narrow level reached by a few genes only does not
+   leave the others without homologs). A level's depth is its mean position in the ``eggNOG_OGs`` lists of both
+   files (the root comes first), so the narrowest level is the one listed last on average, e.g. Mammalia for
+   hamster and mouse. The level is logged and recorded in ``DataFrame.attrs["eggnog_level"]``.
 3. A target gene and a context gene are homologs when they belong to the same OG at that level. The homology type
    follows the number of partners of each gene (``one2one`` when both have one), as for OrthoFinder tables.
 
@@ -31,6 +32,8 @@ from ._homology_tidy import clean_symbols, finish_table
 logger = logging.getLogger(__name__)
 
 _REQUIRED = ("eggNOG_OGs", "Preferred_name")
+#: A shared level is used only if it holds at least this share of the genes of the best-covered shared level.
+MIN_LEVEL_COVERAGE = 0.5
 
 
 def is_emapper_file(path: str | Path) -> bool:
@@ -99,8 +102,8 @@ def eggnog_homology(target_annotations: pd.DataFrame, context_annotations: pd.Da
 
     Returns
     -------
-    Tidy table (score NaN) of the ``Preferred_name`` symbols that share an OG at the narrowest taxonomic level of
-    both files; ``attrs["eggnog_level"]`` names that level.
+    Tidy table (score NaN) of the ``Preferred_name`` symbols that share an OG at the narrowest well-covered
+    taxonomic level of both files (module docstring); ``attrs["eggnog_level"]`` names that level.
 
     Raises
     ------
@@ -125,9 +128,12 @@ def eggnog_homology(target_annotations: pd.DataFrame, context_annotations: pd.Da
             "The two eggNOG-mapper files share no taxonomic level in their eggNOG_OGs columns, so no genes can be "
             "paired; annotate both proteomes with the same eggNOG database and tax scope (emapper.py --tax_scope)."
         )
-    both = pd.concat([target, context])
-    depth = both[both["level"].isin(shared)].groupby("level")["position"].mean()
-    level = str(depth.sort_values(kind="stable").index[-1])
+    both = pd.concat([target.assign(side="t"), context.assign(side="c")])
+    both = both[both["level"].isin(shared)]
+    depth = both.groupby("level")["position"].mean()
+    coverage = both.drop_duplicates(["side", "gene", "level"]).groupby("level").size()
+    candidates = depth[coverage.reindex(depth.index) >= MIN_LEVEL_COVERAGE * coverage.max()]
+    level = str(candidates.sort_values(kind="stable").index[-1])
     t = target.loc[target["level"] == level, ["gene", "og"]]
     c = context.loc[context["level"] == level, ["gene", "og"]]
     pairs = t.merge(c, on="og", suffixes=("_t", "_c"), sort=False)

@@ -68,8 +68,8 @@ def homology_table(
           orientation (which side is the target) by its species columns, whose labels may be species names or
           taxon ids. In a two-species table a taxon without a speciesvi name is the species of the other column.
         - a pair ``(target_file, context_file)`` of eggNOG-mapper ``.emapper.annotations`` files, one per species:
-          ``Preferred_name`` symbols sharing an eggNOG orthologous group at the narrowest taxonomic level of both
-          files are homologs (the level is logged and kept in ``attrs["eggnog_level"]``).
+          ``Preferred_name`` symbols sharing an eggNOG orthologous group at the narrowest well-covered taxonomic
+          level of both files are homologs (the level is logged and kept in ``attrs["eggnog_level"]``).
     cache_dir
         Folder of the MGI download and of the MyGene.info answers; default ``$SPECIESVI_CACHE_DIR`` or
         ``~/.cache/speciesvi``.
