@@ -221,10 +221,10 @@ def test_biomart_species_known_only_by_taxon_id():
     assert _pairs(table) == {("GCG", "Gcg"): "one2one", ("INS", "Ins1"): "one2many", ("INS", "Ins2"): "one2many"}
     assert table["score"].tolist() == [95.1, 80.2, 81.3]
     # two species without a name (guinea pig, rabbit): which one the columns hold is not known
-    with pytest.raises(ValueError, match="homolog columns for: guinea pig, source of.*rename the columns"):
+    with pytest.raises(ValueError, match="homolog columns for: guinea pig; .*rename the columns"):
         pp.homology_table(10141, 9986, source=_guinea_pig_export())
     rabbit = _guinea_pig_export().assign(**{"Rabbit gene name": "x", "Rabbit homology type": "ortholog_one2one"})
-    with pytest.raises(ValueError, match="homolog columns for: guinea pig, rabbit, source of"):
+    with pytest.raises(ValueError, match="homolog columns for: guinea pig, rabbit;"):
         pp.homology_table(10141, "mouse", source=rabbit)
 
 

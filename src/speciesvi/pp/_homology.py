@@ -65,8 +65,10 @@ def homology_table(
         - a path to, or a :class:`~pandas.DataFrame` of, an Ensembl BioMart export (any species pair), an
           OrthoFinder ``Orthologues_<A>__v__<B>.tsv`` or ``Orthogroups.tsv`` file, an HGNC HCOP export, an MGI
           ``HOM_AllOrganism.rpt`` report or an already tidy table; the format is recognised by its columns and the
-          orientation (which side is the target) by its species columns, whose labels may be species names or
-          taxon ids. In a two-species table a taxon without a speciesvi name is the species of the other column.
+          orientation (which side is the target) by its species columns, whose labels may be species names,
+          scientific names (``Mesocricetus_auratus``), Ensembl prefixes (``mauratus``) or taxon ids. A taxon
+          speciesvi has no name for takes the one species column speciesvi cannot name: the one such homolog
+          species of an Ensembl export, or the other column of a two-species OrthoFinder file.
         - a pair ``(target_file, context_file)`` of eggNOG-mapper ``.emapper.annotations`` files, one per species:
           ``Preferred_name`` symbols sharing an eggNOG orthologous group at the narrowest well-covered taxonomic
           level of both files are homologs (the level is logged and kept in ``attrs["eggnog_level"]``).

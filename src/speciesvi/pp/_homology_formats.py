@@ -52,6 +52,8 @@ ACCEPTED_FORMATS = (
 _ENSEMBL_NAME = re.compile(r"^(?P<sp>.+?) (?:homolog )?(?:associated )?gene name$")
 _ENSEMBL_TYPE = re.compile(r"^(?P<sp>.+?) (?:homolog )?(?:orthology|homology) type$")
 _ENSEMBL_QUERY_NAMES = ("gene name", "external gene name", "associated gene name")
+# "Source of gene name" (e.g. "MGI Symbol") looks like a homolog's gene name column but is an attribute of the query.
+_ENSEMBL_NOT_SPECIES = frozenset({"source of", "external", "associated"})
 # Conservation columns, as (display-name pattern, attribute-name pattern, scale to 0..100).
 _ENSEMBL_SCORES = (
     ("{sp} orthology confidence 0 low 1 high", "{sp} homolog orthology confidence", 100.0),
@@ -76,7 +78,7 @@ def _ensembl_homolog_species(norm: dict[str, str], target: Species, context: Spe
     for key, column in norm.items():
         if key in _ENSEMBL_QUERY_NAMES:
             continue
-        if m := _ENSEMBL_NAME.match(key):
+        if (m := _ENSEMBL_NAME.match(key)) and m["sp"] not in _ENSEMBL_NOT_SPECIES:
             names.setdefault(m["sp"], column)
         elif m := _ENSEMBL_TYPE.match(key):
             types.setdefault(m["sp"], column)
