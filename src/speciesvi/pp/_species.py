@@ -1,7 +1,12 @@
-"""Species names, NCBI taxon ids and the spellings each homology resource uses for them."""
+"""Species names, NCBI taxon ids and the spellings each homology resource uses for them.
+
+Any NCBI taxon id is a species: the registry below only adds names (and the spellings of Ensembl, HCOP and MGI)
+to the species speciesvi knows by name. A species outside the registry is called ``"taxon <id>"``.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -30,6 +35,7 @@ class Species:
 _SPECIES: tuple[Species, ...] = (
     Species("human", 9606, ("homo sapiens", "hsapiens", "h. sapiens")),
     Species("mouse", 10090, ("mus musculus", "mmusculus", "m. musculus", "mouse, laboratory")),
+    Species("hamster", 10036, ("mesocricetus auratus", "mauratus", "golden hamster", "syrian hamster")),
     Species("rat", 10116, ("rattus norvegicus", "rnorvegicus", "r. norvegicus")),
     Species("zebrafish", 7955, ("danio rerio", "drerio", "d. rerio")),
     Species("chimpanzee", 9598, ("pan troglodytes", "ptroglodytes", "chimp")),
@@ -54,6 +60,9 @@ for _sp in _SPECIES:
     for _key in (_sp.name, *_sp.aliases):
         _BY_NAME[_key] = _sp
 _BY_TAXID: dict[int, Species] = {sp.taxid: sp for sp in _SPECIES}
+# "10036", "taxon:10036", "txid10036", "NCBITaxon:10036" (after lower-casing).
+_TAXID = re.compile(r"^(?:ncbi ?taxon ?:?|taxon ?:?|taxid ?:?|txid ?)?(\d+)$")
+_LABEL_SEPARATORS = re.compile(r"[\s_.\-]+")
 
 
 def known_species() -> list[str]:
@@ -61,25 +70,83 @@ def known_species() -> list[str]:
     return [f"{sp.name} ({sp.taxid})" for sp in _SPECIES]
 
 
-def lookup_species(value: str | int) -> Species | None:
-    """Return the :class:`Species` for a common name, alias or NCBI taxon id; ``None`` if unknown."""
+def parse_taxid(value: object) -> int | None:
+    """The NCBI taxon id that ``value`` spells (``10036``, ``"10036"``, ``"taxon:10036"``), else ``None``."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return _BY_TAXID.get(value)
-    text = str(value).strip().lower()
-    if text.isdigit():
-        return _BY_TAXID.get(int(text))
+        return value if value > 0 else None
+    if not isinstance(value, str):
+        return None
+    match = _TAXID.match(value.strip().lower())
+    return int(match[1]) if match and int(match[1]) > 0 else None
+
+
+def is_registered(species: Species) -> bool:
+    """Whether speciesvi knows ``species`` by name (``False`` for a species given only by its taxon id)."""
+    return _BY_TAXID.get(species.taxid) is species
+
+
+def lookup_species(value: str | int) -> Species | None:
+    """Return the registered :class:`Species` for a common name, alias or NCBI taxon id; ``None`` if unknown."""
+    if (taxid := parse_taxid(value)) is not None:
+        return _BY_TAXID.get(taxid)
+    if not isinstance(value, str):
+        return None
+    text = value.strip().lower()
     return _BY_NAME.get(text) or _BY_NAME.get(text.replace("_", " "))
 
 
+def label_taxid(label: object) -> int | None:
+    """NCBI taxon id named by a column or file label, e.g. ``"Mus_musculus.GRCm39.pep.all"`` -> 10090.
+
+    The label is split at spaces, underscores, dots and dashes; the whole label, then its first two words, then its
+    first word are looked up as a species name or a taxon id. ``None`` when none of them names a species.
+
+    Examples
+    --------
+    >>> label_taxid("Mesocricetus_auratus.MesAur1.0.pep.all"), label_taxid("txid10141"), label_taxid("speciesA")
+    (10036, 10141, None)
+    """
+    words = [w for w in _LABEL_SEPARATORS.split(str(label).strip().lower()) if w]
+    for candidate in (" ".join(words), " ".join(words[:2]), " ".join(words[:1])):
+        if not candidate:
+            continue
+        if (taxid := parse_taxid(candidate.replace(" ", ""))) is not None:
+            return taxid
+        if (species := _BY_NAME.get(candidate)) is not None:
+            return species.taxid
+    return None
+
+
 def resolve_species(value: str | int, *, argument: str = "species") -> Species:
-    """Like :func:`lookup_species` but raise a ``ValueError`` that lists the known species."""
-    species = lookup_species(value)
-    if species is None:
-        raise ValueError(
-            f"Unknown {argument} {value!r}. Use a common name or an NCBI taxon id; known species: "
-            + ", ".join(known_species())
-            + "."
+    """A registered species by name or taxon id, or any other NCBI taxon id as ``Species("taxon <id>", id)``.
+
+    Raises
+    ------
+    TypeError
+        ``value`` is neither a string nor an integer.
+    ValueError
+        ``value`` is neither a known species name nor a positive whole number.
+
+    Examples
+    --------
+    >>> resolve_species("golden hamster")
+    Species(name='hamster', taxid=10036, aliases=('mesocricetus auratus', 'mauratus', 'golden hamster', 'syrian hamster'))
+    >>> resolve_species("4896").name
+    'taxon 4896'
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise TypeError(
+            f"{argument} must be a species name (str) or an NCBI taxon id (int), not {type(value).__name__} "
+            f"{value!r}; e.g. 'mouse' or 10036."
         )
-    return species
+    if (species := lookup_species(value)) is not None:
+        return species
+    if (taxid := parse_taxid(value)) is not None:
+        return Species(f"taxon {taxid}", taxid)
+    raise ValueError(
+        f"Unknown {argument} {value!r}: not a species name speciesvi knows and not an NCBI taxon id (a positive "
+        "whole number, e.g. 10036 for the golden hamster; look it up at https://www.ncbi.nlm.nih.gov/taxonomy). "
+        "Known names: " + ", ".join(known_species()) + "."
+    )
