@@ -24,13 +24,14 @@ from ._labels import (
 )
 from ._novelty import NOVELTY_SDS, novelty_scores, novelty_to_p_known
 from ._pseudobulk import lfc_agreement, pseudobulk_lfc
+from ._results import CELL_TYPE_SIMILARITY_KEY, LFC_KEY, read_cell_type_similarity, read_homolog_lfc
 from ._similarity import latent_neighbors, likelihood_similarity, sort_by_similarity
 from ._transfer import (
     ANCHOR_AGREEMENT,
     CONFIDENT_DATA_LEVEL,
+    TransferVote,
     anchored_vote,
     data_level_vote,
-    TransferVote,
     keep_confident_data_level,
     transfer_table,
     transfer_votes,
@@ -39,9 +40,11 @@ from ._transfer import (
 
 __all__ = [
     "ANCHOR_AGREEMENT",
+    "CELL_TYPE_SIMILARITY_KEY",
     "CONFIDENT_DATA_LEVEL",
     "HETEROGENEOUS",
     "LFC_COLUMNS",
+    "LFC_KEY",
     "NOVELTY_SDS",
     "UNASSIGNED",
     "LabelEvaluation",
@@ -67,6 +70,8 @@ __all__ = [
     "novelty_to_p_known",
     "prob_match",
     "pseudobulk_lfc",
+    "read_cell_type_similarity",
+    "read_homolog_lfc",
     "sample_type_pairs",
     "sort_by_similarity",
     "transfer_table",
