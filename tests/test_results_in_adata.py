@@ -67,6 +67,12 @@ def test_tables_survive_h5ad(model, tables, tmp_path):
     similarity = read_cell_type_similarity(back)
     pd.testing.assert_frame_equal(similarity, types, check_index_type=True)
     assert similarity.attrs["params"] == types.attrs["params"]
+    # and in a MuData of both species
+    context = ad.AnnData(np.zeros((2, 1), dtype=np.float32))
+    speciesvi.io.write_h5mu(tmp_path / "pair.h5mu", context, model.adata, context_name="c", target_name="t")
+    _, target = speciesvi.io.read_h5mu(tmp_path / "pair.h5mu")
+    pd.testing.assert_frame_equal(read_homolog_lfc(target), lfc)
+    pd.testing.assert_frame_equal(read_cell_type_similarity(target), types)
 
 
 def test_own_keys_none_and_copies(model, tables):
