@@ -108,7 +108,7 @@ def test_cell_type_similarity_finds_the_matching_type(synthetic_model):
     with pytest.raises(ValueError, match="scale"):
         model.cell_type_similarity(target_labels_key="labels", scale="z")
     with pytest.raises(ValueError, match="transfer_labels"):
-        model.cell_type_similarity(key_added="never_written")
+        model.cell_type_similarity(transfer_key_added="never_written")
 
 
 def test_transfer_labels_rejects_bad_inputs(synthetic_model):

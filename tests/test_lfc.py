@@ -140,7 +140,7 @@ def test_model_agrees_with_the_pseudobulk_and_the_truth(model, table):
 
 def test_results_are_reproducible_and_leave_the_anndata_alone(model):
     obs, uns, var = list(model.adata.obs.columns), set(model.adata.uns), list(model.adata.var.columns)
-    kwargs = {"labels_key": "labels", "cell_types": "beta", "n_samples": 600, "progress_bar": False}
+    kwargs = {"labels_key": "labels", "cell_types": "beta", "n_samples": 600, "progress_bar": False, "key_added": None}
     first = model.homolog_lfc(random_state=3, **kwargs)
     again = model.homolog_lfc(random_state=3, **kwargs)
     other = model.homolog_lfc(random_state=4, **kwargs)

@@ -20,6 +20,7 @@ from ..tl._homolog_lfc import (
     shared_cell_types,
     usable_labels,
 )
+from ..tl._results import LFC_KEY, check_key_added, write_result
 from ._encoding import encode_posteriors
 
 
@@ -110,6 +111,7 @@ class HomologLfcMixin:
         random_state: int | None = None,
         progress_bar: bool = True,
         precision: Literal["auto", "float32", "bfloat16"] = "auto",
+        key_added: str | None = LFC_KEY,
     ) -> pd.DataFrame:
         """Log2 fold changes of homologous genes, target over context, in every cell type both species hold.
 
@@ -170,6 +172,9 @@ class HomologLfcMixin:
             (about 4x faster on GPUs and on CPUs with AMX or AVX512-BF16; logits keep about 3 significant
             digits, which moves medians by about 0.01 log2 units), ``"float32"``, or ``"auto"``: bfloat16
             where it is fast, else float32.
+        key_added
+            ``.uns`` key of the target AnnData the table and its parameters are written to (read them back
+            with :func:`speciesvi.tl.read_homolog_lfc`, also from an h5ad file); ``None`` writes nothing.
 
         Returns
         -------
@@ -188,6 +193,7 @@ class HomologLfcMixin:
         >>> lfc = target.homolog_lfc()
         >>> beta = lfc[lfc["cell_type"] == "type B pancreatic cell"]
         >>> beta[beta["p"] > 0.9].sort_values("lfc").head()  # lower in human than in mouse
+        >>> speciesvi.tl.read_homolog_lfc(human, "speciesvi_lfc")  # the same table, kept in human.uns
         """
         if isinstance(delta, bool) or not isinstance(delta, int | float | np.floating) or not delta >= 0:
             raise ValueError(f"delta must be a non-negative number (log2 units), got {delta!r}.")
@@ -195,6 +201,7 @@ class HomologLfcMixin:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
         if not isinstance(eps, int | float | np.floating) or not eps > 0:
             raise ValueError(f"eps must be a positive number, got {eps!r}.")
+        check_key_added(key_added)
         per_type, target_idx, context_idx, labels_key, context_key = self._lfc_inputs(
             labels_key, context_labels_key, cell_types, confidence_level, batch_size
         )
@@ -228,6 +235,8 @@ class HomologLfcMixin:
             "precision": str(dtype).removeprefix("torch."),
             "cells": counts,
         }
+        if key_added is not None:
+            write_result(self.adata, key_added, "homolog_lfc", result, result.attrs["params"])
         return result
 
     @torch.inference_mode()

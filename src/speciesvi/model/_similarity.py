@@ -18,6 +18,7 @@ from ..module._similarity import DEFAULT_N_GRID, CountsCSR
 from ..pp._homologs import homologous_gene_positions
 from ..tl._cell_types import sample_type_pairs, type_similarity_table
 from ..tl._labels import HETEROGENEOUS, UNASSIGNED
+from ..tl._results import CELL_TYPE_SIMILARITY_KEY, check_key_added, write_result
 from ..tl._similarity import latent_neighbors, likelihood_similarity, sort_by_similarity
 from ..tl._transfer import CandidateSource
 from ._encoding import encode_posteriors
@@ -282,9 +283,10 @@ class SimilarityMixin:
         n_target: int = 2000,
         n_context: int = 50,
         scale: Literal["none", "max", "min_max"] = "none",
-        key_added: str = "speciesvi",
+        transfer_key_added: str = "speciesvi",
         batch_size: int | None = None,
         random_state: int | None = None,
+        key_added: str | None = CELL_TYPE_SIMILARITY_KEY,
     ) -> pd.DataFrame:
         """Similarity of every target cell type to every context cell type.
 
@@ -298,7 +300,8 @@ class SimilarityMixin:
         ----------
         target_labels_key
             Target ``obs`` column with the target types. Defaults to the labels written by
-            :meth:`transfer_labels` (``f"{key_added}_{context_labels_key}"``); "Unassigned" cells are left out.
+            :meth:`transfer_labels` (``f"{transfer_key_added}_{context_labels_key}"``); "Unassigned" cells are
+            left out.
         context_labels_key
             Context ``obs`` column; defaults to the context model's ``labels_key``.
         n_target
@@ -309,35 +312,42 @@ class SimilarityMixin:
             ``"none"``: the modes in nats (lower = more similar); ``"min_max"``: per row,
             ``(max - s) / (max - min)``, so the most similar context type scores 1 and the least 0;
             ``"max"``: per row, ``1 - s / max``, 0 for the least similar type.
-        key_added
+        transfer_key_added
             ``key_added`` of :meth:`transfer_labels`, to find the default target labels.
         batch_size
             As in :meth:`similarity`.
         random_state
             Seed of the sampling; defaults to ``scvi.settings.seed``.
+        key_added
+            ``.uns`` key of the target AnnData the table and its parameters are written to (read them back
+            with :func:`speciesvi.tl.read_cell_type_similarity`, also from an h5ad file); ``None`` writes
+            nothing.
 
         Returns
         -------
         pandas.DataFrame
-            Target types (rows) x context types (columns).
+            Target types (rows) x context types (columns); ``DataFrame.attrs["params"]`` holds the parameters.
 
         Examples
         --------
         >>> target.transfer_labels()
         >>> table = target.cell_type_similarity(scale="min_max")
         >>> table.idxmax(axis=1)  # the most similar context type of every target type
+        >>> speciesvi.tl.read_cell_type_similarity(human)  # the same table, kept in human.uns
         """
         if scale not in ("none", "max", "min_max"):
             raise ValueError(f"scale must be 'none', 'max' or 'min_max', not {scale!r}.")
         if n_target < 1 or n_context < 1:
             raise ValueError(f"n_target and n_context must be positive, got {n_target} and {n_context}.")
+        check_key_added(key_added)
         context_key = self._context_label_keys(context_labels_key)[0]
         if target_labels_key is None:
-            target_labels_key = f"{key_added}_{context_key}"
+            target_labels_key = f"{transfer_key_added}_{context_key}"
             if target_labels_key not in self.adata.obs:
                 raise ValueError(
                     f"The target AnnData has no obs[{target_labels_key!r}]; run transfer_labels("
-                    f"labels_key={context_key!r}, key_added={key_added!r}) first or pass target_labels_key=."
+                    f"labels_key={context_key!r}, key_added={transfer_key_added!r}) first, or pass "
+                    "transfer_key_added= (the key_added of that transfer) or target_labels_key=."
                 )
         elif target_labels_key not in self.adata.obs:
             raise ValueError(f"The target AnnData has no obs column {target_labels_key!r}.")
@@ -350,4 +360,15 @@ class SimilarityMixin:
         sims, _ = self._similarities(
             cells, pairs.candidates, pairs.candidates.shape[1], DEFAULT_N_GRID, batch_size, False
         )
-        return type_similarity_table(sims, pairs, target_labels, scale, target_labels_key, context_key)
+        table = type_similarity_table(sims, pairs, target_labels, scale, target_labels_key, context_key)
+        table.attrs["params"] = {
+            "target_labels_key": target_labels_key,
+            "context_labels_key": context_key,
+            "n_target": int(n_target),
+            "n_context": int(n_context),
+            "scale": scale,
+            "random_state": "None" if random_state is None else int(random_state),
+        }
+        if key_added is not None:
+            write_result(self.adata, key_added, "cell_type_similarity", table, table.attrs["params"])
+        return table

@@ -11,17 +11,17 @@ import pandas as pd
 
 from ..module import AGREEMENT_KEY, NEIGHBORS_KEY
 from ..module._similarity import DEFAULT_N_GRID
-from ..tl._labels import leiden_clusters
+from ..tl._labels import check_p_thres, label_order, leiden_clusters
 from ..tl._novelty import calibration_record, novelty_scores, novelty_to_p_known
 from ..tl._similarity import sort_by_similarity
 from ..tl._transfer import (
     ANCHOR_AGREEMENT,
     CONFIDENT_DATA_LEVEL,
     CandidateSource,
-    anchored_vote,
-    data_level_vote,
-    keep_confident_data_level,
+    MatchMode,
+    check_mode,
     transfer_table,
+    transfer_votes,
     write_transfer,
 )
 from ._similarity import TargetCells
@@ -62,12 +62,15 @@ class TransferMixin:
         source: CandidateSource = "data_level",
         fallback: float | None = ANCHOR_AGREEMENT,
         keep_data_level: float | None = CONFIDENT_DATA_LEVEL,
-    ) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray, dict, np.ndarray]:
-        """Sorted similarities and candidates, the final votes, the novelty, the checks, the novelty groups.
+        mode: MatchMode = "best_match",
+        p_thres: float = 0.5,
+    ) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray, dict, np.ndarray, dict]:
+        """Sorted similarities and candidates, final votes, novelty, checks, novelty groups, vote shares.
 
         The novelty groups are the first key's similarity vote after the anchor check, before confident
         data-level labels are kept: the novelty is measured against the similarity voters, so it is judged
-        among the cells that vote alike.
+        among the cells that vote alike. The vote shares are, per key, the ``probabilities`` and their
+        ``label_order`` (:func:`~speciesvi.tl.transfer_votes`).
         """
         rows = self._candidate_rows(cells, source, n_candidates)
         sims, candidates = sort_by_similarity(
@@ -79,17 +82,28 @@ class TransferMixin:
         if fallback is not None:
             agreement = np.asarray(self.adata_manager.get_from_registry(AGREEMENT_KEY)).reshape(-1)
             anchors = agreement[cells.indices] < self.module.agreement_cutoff
-        votes, checks, n_kept, groups = {}, {}, {}, None
+        votes, checks, n_kept, groups, probabilities, order = {}, {}, {}, None, {}, {}
         for key in keys:
-            context_labels = self._context_labels(key)
-            label, share, check = anchored_vote(context_labels, voters, data_level_voters, anchors, fallback)
-            groups = label if groups is None else groups
-            data_label, data_share = data_level_vote(context_labels, data_level_voters)
-            label, share, kept = keep_confident_data_level(label, share, data_label, data_share, keep_data_level)
-            votes[key] = (label, share)
+            order[key] = label_order(self._context_label_column(key))
+            result = transfer_votes(
+                self._context_labels(key),
+                order[key],
+                voters,
+                data_level_voters,
+                anchors,
+                fallback,
+                keep_data_level,
+                mode,
+                p_thres,
+            )
+            groups = result.similarity_labels if groups is None else groups
+            votes[key] = (result.labels, result.shares)
+            probabilities[key] = result.probabilities
             if fallback is not None:
-                checks[key] = check
-            n_kept[key] = int(kept.sum())
+                checks[key] = result.check
+            n_kept[key] = result.n_kept
+        checks = {"anchor_check": checks, "n_kept_data_level": n_kept}
+        shares = {"probabilities": probabilities, "label_order": order}
         target_idx, context_idx = self._homologous_genes()
         novelty = novelty_scores(
             self.module.decoder,
@@ -104,7 +118,7 @@ class TransferMixin:
             context_idx,
             device=self.device,
         )
-        return sims, candidates, votes, novelty, {"anchor_check": checks, "n_kept_data_level": n_kept}, groups
+        return sims, candidates, votes, novelty, checks, groups, shares
 
     def _estimate_novelty_calibration(self, labels_key: str | None = None) -> dict:
         """Novelty location and scale on this model's own cells (transfer_labels defaults); writes nothing."""
@@ -112,7 +126,7 @@ class TransferMixin:
         cells = self._target_cells(np.arange(self.adata.n_obs), None)
         n_candidates = min(250, self._context_n_obs(), self.adata_manager.get_from_registry(NEIGHBORS_KEY).shape[1])
         top_k = min(25, n_candidates)
-        *_, novelty, _, groups = self._votes_and_novelty(
+        *_, novelty, _, groups, _ = self._votes_and_novelty(
             cells, keys[:1], n_candidates, top_k, DEFAULT_N_GRID, None, False
         )
         _, stats = novelty_to_p_known(novelty, groups=groups)
@@ -159,6 +173,8 @@ class TransferMixin:
         n_grid: int = DEFAULT_N_GRID,
         progress_bar: bool = False,
         novelty_calibration: Literal["auto", "own"] | dict = "auto",
+        mode: MatchMode = "best_match",
+        p_thres: float = 0.5,
     ) -> pd.DataFrame:
         """Transfer context labels to the target cells by a vote of their most similar context cells.
 
@@ -195,13 +211,21 @@ class TransferMixin:
            too few cells per label to estimate them well.
         4. ``confidence = vote share x p_known``; cells with ``p_known < unassigned_threshold`` are
            "Unassigned".
-        5. With ``over_clustering``, CellTypist-style majority voting: every cell gets the most frequent
+        5. **Probabilities**, as CellTypist's probability matrix: per cell, the vote share of every context
+           label among the voters that gave the cell its label: its ``top_k`` data-level neighbours where the
+           anchor check or a confident data-level vote decided the label (so the probabilities agree with
+           the label kept), its ``top_k`` most similar candidates otherwise. The share of the best-match
+           label is ``vote_share``; rows sum to 1 unless voters lack a label. ``mode="prob_match"`` gives a
+           cell every label whose share reaches ``p_thres``, joined by "|", or "Unassigned" if none does
+           (``vote_share`` and ``confidence`` stay those of the best match, as CellTypist's ``conf_score``).
+        6. With ``over_clustering``, CellTypist-style majority voting: every cell gets the most frequent
            label ("Unassigned" included) of its cluster.
 
         Writes, for every labels key ``k``, ``target.obs[f"{key_added}_{k}"]`` (label),
         ``..._confidence`` and, with ``over_clustering``, ``..._majority_voting``; ``..._novelty`` and
-        ``..._p_known`` once; ``target.uns[f"{key_added}_params"]`` with all parameters (the novelty location and scale under
-        ``"novelty_calibration"``); with
+        ``..._p_known`` once; ``target.obsm[f"{key_added}_{k}_probabilities"]`` (float32, cells x labels; the
+        labels under ``uns[f"{key_added}_params"]["label_order"][k]``); ``target.uns[f"{key_added}_params"]``
+        with all parameters (the novelty location and scale under ``"novelty_calibration"``); with
         ``store_similarities``, ``target.obsm[f"{key_added}_similarity"]`` and ``..._similarity_index``
         (sorted similarities and context indices).
 
@@ -245,6 +269,11 @@ class TransferMixin:
             model built by :meth:`load_query_data`, else these cells), ``"own"`` (these cells) or the
             ``uns[f"{key_added}_params"]["novelty_calibration"]`` of another transfer with the same context
             labels. The location and scale used are written there; the model itself is left unchanged.
+        mode
+            ``"best_match"`` (the label with the largest vote share) or ``"prob_match"`` (every label whose
+            vote share reaches ``p_thres``, joined by "|"; "Unassigned" if none), as CellTypist's ``mode``.
+        p_thres
+            ``mode="prob_match"``: smallest vote share of a label a cell is given, in ``(0, 1)``.
 
         Returns
         -------
@@ -259,6 +288,9 @@ class TransferMixin:
         >>> result = target.transfer_labels(over_clustering="leiden")
         >>> result["label"].value_counts()
         >>> human.obs["speciesvi_cell_ontology_class_confidence"].describe()
+        >>> shares = human.obsm["speciesvi_cell_ontology_class_probabilities"]  # cells x context labels
+        >>> order = human.uns["speciesvi_params"]["label_order"]["cell_ontology_class"]
+        >>> target.transfer_labels(mode="prob_match", p_thres=0.3, key_added="prob")  # e.g. "alpha|beta"
         """
         keys = self._context_label_keys(labels_key)
         if not isinstance(top_k, int | np.integer) or top_k < 1:
@@ -275,12 +307,13 @@ class TransferMixin:
             raise ValueError(f"data_level_fallback must be in [0, 1] or None, got {data_level_fallback}.")
         if keep_data_level is not None and not 0.0 <= keep_data_level <= 1.0:
             raise ValueError(f"keep_data_level must be in [0, 1] or None, got {keep_data_level}.")
+        mode, p_thres = check_mode(mode), check_p_thres(p_thres)
 
         cells = self._target_cells(np.arange(self.adata.n_obs), batch_size)
         clusters, clustering_name = (None, None)
         if over_clustering is not None:
             clusters, clustering_name = self._clusters(over_clustering, cells.z)
-        sims, candidate_index, votes, novelty, checks, groups = self._votes_and_novelty(
+        sims, candidate_index, votes, novelty, checks, groups, shares = self._votes_and_novelty(
             cells,
             keys,
             n_candidates,
@@ -291,6 +324,8 @@ class TransferMixin:
             candidates,
             data_level_fallback,
             keep_data_level,
+            mode,
+            p_thres,
         )
         calibration = self._novelty_calibration(novelty_calibration, keys[0])
         p_known, novelty_stats = novelty_to_p_known(novelty, groups=groups, calibration=calibration)
@@ -319,6 +354,9 @@ class TransferMixin:
             ),
             "n_unassigned": n_unassigned,
             "store_similarities": bool(store_similarities),
+            "mode": mode,
+            "p_thres": p_thres,
+            "label_order": shares["label_order"],
         }
         write_transfer(
             self.adata,
@@ -328,6 +366,7 @@ class TransferMixin:
             params,
             similarities=sims if store_similarities else None,
             candidates=candidate_index if store_similarities else None,
+            probabilities=shares["probabilities"],
         )
         logger.info(
             "transfer_labels: %d of %d target cells Unassigned (novelty scale %.3f nats per homologous count)",

@@ -2,6 +2,7 @@
 
 from ._checks import lfc_vs_pseudobulk, training_history
 from ._confusion import confusion_heatmap, similarity_heatmap
+from ._dotplot import transfer_dotplot
 from ._embedding import joint_embedding, label_palette
 from ._lfc import lfc_probability
 from ._transfer import cell_similarity, transfer_accuracy
@@ -16,4 +17,5 @@ __all__ = [
     "similarity_heatmap",
     "training_history",
     "transfer_accuracy",
+    "transfer_dotplot",
 ]

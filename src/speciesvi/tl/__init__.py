@@ -10,29 +10,46 @@ the posteriors and networks these functions take.
 from ._cell_types import TypePairs, sample_type_pairs, type_similarity_table
 from ._evaluate import LabelEvaluation, evaluate_labels
 from ._homolog_lfc import LFC_COLUMNS, Posteriors, cells_per_type, homologous_expression, lfc_table
-from ._labels import HETEROGENEOUS, UNASSIGNED, anchor_fallback, histogram_mode, leiden_clusters, majority_voting, vote
+from ._labels import (
+    HETEROGENEOUS,
+    UNASSIGNED,
+    anchor_fallback,
+    histogram_mode,
+    label_order,
+    leiden_clusters,
+    majority_voting,
+    prob_match,
+    vote,
+    vote_shares,
+)
 from ._novelty import NOVELTY_SDS, novelty_scores, novelty_to_p_known
 from ._pseudobulk import lfc_agreement, pseudobulk_lfc
+from ._results import CELL_TYPE_SIMILARITY_KEY, LFC_KEY, read_cell_type_similarity, read_homolog_lfc
 from ._similarity import latent_neighbors, likelihood_similarity, sort_by_similarity
 from ._transfer import (
     ANCHOR_AGREEMENT,
     CONFIDENT_DATA_LEVEL,
+    TransferVote,
     anchored_vote,
     data_level_vote,
     keep_confident_data_level,
     transfer_table,
+    transfer_votes,
     write_transfer,
 )
 
 __all__ = [
     "ANCHOR_AGREEMENT",
+    "CELL_TYPE_SIMILARITY_KEY",
     "CONFIDENT_DATA_LEVEL",
     "HETEROGENEOUS",
     "LFC_COLUMNS",
+    "LFC_KEY",
     "NOVELTY_SDS",
     "UNASSIGNED",
     "LabelEvaluation",
     "Posteriors",
+    "TransferVote",
     "TypePairs",
     "anchor_fallback",
     "anchored_vote",
@@ -42,6 +59,7 @@ __all__ = [
     "histogram_mode",
     "homologous_expression",
     "keep_confident_data_level",
+    "label_order",
     "latent_neighbors",
     "leiden_clusters",
     "lfc_agreement",
@@ -50,11 +68,16 @@ __all__ = [
     "majority_voting",
     "novelty_scores",
     "novelty_to_p_known",
+    "prob_match",
     "pseudobulk_lfc",
+    "read_cell_type_similarity",
+    "read_homolog_lfc",
     "sample_type_pairs",
     "sort_by_similarity",
     "transfer_table",
+    "transfer_votes",
     "type_similarity_table",
     "vote",
+    "vote_shares",
     "write_transfer",
 ]

@@ -57,6 +57,114 @@ def vote(neighbor_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return labels, share
 
 
+def label_order(labels: Sequence | np.ndarray | pd.Series) -> list[str]:
+    """The label categories of a column, as strings: its categorical order, else sorted; missing labels left out.
+
+    Examples
+    --------
+    >>> label_order(pd.Series(["b", None, "a", "b"]))
+    ['a', 'b']
+    >>> label_order(pd.Categorical(["b", "a"], categories=["b", "a", "c"]))
+    ['b', 'a', 'c']
+    """
+    if isinstance(labels, pd.Series) and isinstance(labels.dtype, pd.CategoricalDtype):
+        labels = labels.array
+    if isinstance(labels, pd.Categorical):
+        return [str(c) for c in labels.categories]
+    values = pd.Series(np.asarray(labels, dtype=object).reshape(-1)).dropna()
+    return sorted({str(v) for v in values})
+
+
+def vote_shares(neighbor_labels: np.ndarray, categories: Sequence[str]) -> np.ndarray:
+    """Share of each cell's ``k`` neighbours that carry each label: the per-label counterpart of :func:`vote`.
+
+    Missing labels (``None``/NaN) and labels outside ``categories`` count in the denominator ``k`` but
+    for no column, as in :func:`vote`; the share of the label :func:`vote` picks is its vote share, and
+    rows sum to 1 when every neighbour has a label in ``categories``.
+
+    Parameters
+    ----------
+    neighbor_labels
+        ``(n_cells, k)`` labels of each cell's neighbours.
+    categories
+        The labels, in the order of the columns.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_cells, len(categories))`` float32 vote shares.
+
+    Examples
+    --------
+    >>> vote_shares(np.array([["a", "b", "b", "b"], ["c", None, "a", "a"]], dtype=object), ["a", "b", "c"])
+    array([[0.25, 0.75, 0.  ],
+           [0.5 , 0.  , 0.25]], dtype=float32)
+    """
+    neighbor_labels = np.asarray(neighbor_labels, dtype=object)
+    if neighbor_labels.ndim != 2 or neighbor_labels.shape[1] == 0:
+        raise ValueError("neighbor_labels must be a non-empty (n_cells, k) array.")
+    categories = [str(c) for c in categories]
+    if len(set(categories)) != len(categories):
+        raise ValueError("categories must not repeat a label; pass each label once.")
+    n, k = neighbor_labels.shape
+    flat = pd.Series(neighbor_labels.reshape(-1))
+    codes = pd.Categorical(flat.where(flat.isna(), flat.astype(str)), categories=categories).codes.astype(np.int64)
+    valid = codes >= 0
+    counts = np.zeros((n, len(categories)), dtype=np.float64)
+    np.add.at(counts, (np.repeat(np.arange(n), k)[valid], codes[valid]), 1.0)
+    return (counts / k).astype(np.float32)
+
+
+def prob_match(
+    probabilities: np.ndarray, categories: Sequence[str], p_thres: float = 0.5, sep: str = "|"
+) -> np.ndarray:
+    """CellTypist's probability match: every label whose probability reaches ``p_thres``, joined by ``sep``.
+
+    Labels are joined in the order of ``categories``; a cell with no label at ``p_thres`` or above is
+    "Unassigned".
+
+    Parameters
+    ----------
+    probabilities
+        ``(n_cells, len(categories))`` per-label probabilities (e.g. :func:`vote_shares`).
+    categories
+        The labels of the columns.
+    p_thres
+        Smallest probability of a label a cell is given, in ``(0, 1)``.
+    sep
+        Separator of the labels of a cell.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_cells,)`` object array of labels.
+
+    Examples
+    --------
+    >>> prob_match(np.array([[0.6, 0.4, 0.0], [0.3, 0.3, 0.3]]), ["a", "b", "c"], p_thres=0.4).tolist()
+    ['a|b', 'Unassigned']
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    categories = np.asarray([str(c) for c in categories], dtype=object)
+    if probabilities.ndim != 2 or probabilities.shape[1] != categories.shape[0]:
+        raise ValueError(
+            f"probabilities must be (n_cells, {categories.shape[0]}) with one column per category, got shape "
+            f"{probabilities.shape}."
+        )
+    check_p_thres(p_thres)
+    hits = probabilities >= p_thres
+    labels = np.array([sep.join(categories[row]) for row in hits], dtype=object)
+    labels[~hits.any(axis=1)] = UNASSIGNED
+    return labels
+
+
+def check_p_thres(p_thres: float) -> float:
+    """``p_thres`` as a float, or a ValueError that says which values are allowed."""
+    if isinstance(p_thres, bool) or not isinstance(p_thres, int | float | np.floating) or not 0.0 < p_thres < 1.0:
+        raise ValueError(f"p_thres must be a number in (0, 1), e.g. 0.5 (CellTypist's default); got {p_thres!r}.")
+    return float(p_thres)
+
+
 def majority_voting(
     labels: Sequence | np.ndarray | pd.Series,
     clusters: Sequence | np.ndarray | pd.Series,

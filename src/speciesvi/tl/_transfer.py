@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from ._labels import UNASSIGNED, anchor_fallback, majority_voting, vote
+from ._labels import UNASSIGNED, anchor_fallback, check_p_thres, majority_voting, prob_match, vote, vote_shares
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -23,6 +23,9 @@ ANCHOR_AGREEMENT = 0.9
 #: Data-level vote share from which a cell keeps its data-level label whatever the similarity vote says
 #: (``transfer_labels(keep_data_level=...)``).
 CONFIDENT_DATA_LEVEL = 0.9
+#: How ``TargetVI.transfer_labels`` turns vote shares into labels (CellTypist's ``mode``).
+MatchMode = Literal["best_match", "prob_match"]
+MATCH_MODES = ("best_match", "prob_match")
 
 
 def data_level_vote(context_labels: np.ndarray, data_level_voters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -81,13 +84,21 @@ def keep_confident_data_level(
     if not 0.0 <= min_share <= 1.0:
         raise ValueError(f"min_share must be in [0, 1] or None, got {min_share}.")
     data_level_labels = np.asarray(data_level_labels, dtype=object)
-    confident = (np.asarray(data_level_shares) >= min_share) & (data_level_labels != UNASSIGNED)
+    confident = _confident(data_level_labels, data_level_shares, min_share)
     kept = confident & (data_level_labels != labels)
     return (
         np.where(confident, data_level_labels, labels).astype(object),
         np.where(confident, data_level_shares, shares),
         kept,
     )
+
+
+def _confident(data_level_labels: np.ndarray, data_level_shares: np.ndarray, min_share: float | None) -> np.ndarray:
+    """Cells whose data-level label stands under :func:`keep_confident_data_level`."""
+    data_level_labels = np.asarray(data_level_labels, dtype=object)
+    if min_share is None:
+        return np.zeros(data_level_labels.shape[0], dtype=bool)
+    return (np.asarray(data_level_shares) >= min_share) & (data_level_labels != UNASSIGNED)
 
 
 def anchored_vote(
@@ -131,9 +142,21 @@ def anchored_vote(
     >>> anchored_vote(labels, np.array([[1, 2], [0, 1]]), min_agreement=None)[0].tolist()
     ['b', 'a']
     """
+    label, share, record, _ = _anchored_vote(context_labels, voters, data_level_voters, anchors, min_agreement)
+    return label, share, record
+
+
+def _anchored_vote(
+    context_labels: np.ndarray,
+    voters: np.ndarray,
+    data_level_voters: np.ndarray | None,
+    anchors: np.ndarray | None,
+    min_agreement: float | None,
+) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray]:
+    """:func:`anchored_vote`, plus the ``(n,)`` bool mask of the cells that took the data-level vote."""
     label, share = vote(context_labels[voters])
     if min_agreement is None:
-        return label, share, {}
+        return label, share, {}, np.zeros(label.shape[0], dtype=bool)
     if data_level_voters is None or anchors is None:
         raise ValueError("The anchor check needs data_level_voters and anchors (or min_agreement=None).")
     data_label, data_share = data_level_vote(context_labels, data_level_voters)
@@ -151,7 +174,106 @@ def anchored_vote(
             record["n_data_level"],
         )
     label = np.where(use_data_level, data_label, label).astype(object)
-    return label, np.where(use_data_level, data_share, share), record
+    return label, np.where(use_data_level, data_share, share), record, use_data_level
+
+
+def check_mode(mode: str) -> MatchMode:
+    """``mode`` as ``"best_match"`` or ``"prob_match"`` (CellTypist's spellings with a space are accepted)."""
+    normalised = mode.replace(" ", "_") if isinstance(mode, str) else mode
+    if normalised not in MATCH_MODES:
+        raise ValueError(
+            f"mode must be 'best_match' (the label with the largest vote share) or 'prob_match' (every label "
+            f"whose vote share reaches p_thres), got {mode!r}."
+        )
+    return normalised
+
+
+class TransferVote(NamedTuple):
+    """The vote of one labels key in :func:`transfer_votes`."""
+
+    #: ``(n,)`` final labels (best match, or prob match joined by "|").
+    labels: np.ndarray
+    #: ``(n,)`` vote share of the best-matching label.
+    shares: np.ndarray
+    #: ``(n,)`` the similarity vote after the anchor check, before confident data-level labels stand.
+    similarity_labels: np.ndarray
+    #: The anchor check's record (:func:`anchored_vote`).
+    check: dict
+    #: Cells whose similarity label a confident data-level label replaced.
+    n_kept: int
+    #: ``(n, n_categories)`` float32 vote shares of every label among the cell's final voters.
+    probabilities: np.ndarray
+    #: ``(n,)`` bool: the final voters are the data-level neighbours (anchor check or confident data level).
+    data_level: np.ndarray
+
+
+def transfer_votes(
+    context_labels: np.ndarray,
+    categories: list[str],
+    voters: np.ndarray,
+    data_level_voters: np.ndarray,
+    anchors: np.ndarray | None = None,
+    min_agreement: float | None = ANCHOR_AGREEMENT,
+    keep_data_level: float | None = CONFIDENT_DATA_LEVEL,
+    mode: MatchMode = "best_match",
+    p_thres: float = 0.5,
+) -> TransferVote:
+    """One labels key of a label transfer: the vote, the anchor check, confident data-level labels, probabilities.
+
+    The labels and vote shares are those of :func:`anchored_vote` followed by
+    :func:`keep_confident_data_level`. The probabilities are the vote shares (:func:`~speciesvi.tl.vote_shares`)
+    of every label among the voters that gave the cell its label: the ``data_level_voters`` for the cells
+    whose label the anchor check or a confident data-level vote decided, the ``voters`` otherwise; so the
+    column of a cell's best-match label holds its vote share. With ``mode="prob_match"``, a cell gets every
+    label whose probability reaches ``p_thres``, joined by "|" (:func:`~speciesvi.tl.prob_match`).
+
+    Parameters
+    ----------
+    context_labels
+        Label of every context cell (``None`` for missing labels, which do not vote).
+    categories
+        The context labels, in the order of the probability columns.
+    voters
+        ``(n, k)`` context cells most similar to each target cell, most similar first.
+    data_level_voters
+        ``(n, k)`` data-level neighbours of each target cell, nearest first (``-1``: none).
+    anchors, min_agreement
+        The anchor check, as in :func:`anchored_vote` (``min_agreement=None`` skips it).
+    keep_data_level
+        As ``min_share`` of :func:`keep_confident_data_level`.
+    mode, p_thres
+        ``"best_match"``: the label with the largest vote share; ``"prob_match"``: every label whose vote
+        share is at least ``p_thres``, or "Unassigned".
+
+    Returns
+    -------
+    TransferVote
+        Labels, vote shares, probabilities and the records of the rules.
+
+    Examples
+    --------
+    >>> labels = np.array(["a", "b", "b"], dtype=object)
+    >>> result = transfer_votes(labels, ["a", "b"], np.array([[1, 2, 0]]), np.array([[0, 0, 1]]), min_agreement=None)
+    >>> result.labels.tolist(), result.probabilities.round(2)
+    (['b'], array([[0.33, 0.67]], dtype=float32))
+    """
+    mode = check_mode(mode)
+    p_thres = check_p_thres(p_thres)
+    context_labels = np.asarray(context_labels, dtype=object)
+    data_level_voters = np.asarray(data_level_voters, dtype=np.int64)
+    label, share, check, fallback = _anchored_vote(context_labels, voters, data_level_voters, anchors, min_agreement)
+    data_label, data_share = data_level_vote(context_labels, data_level_voters)
+    final, final_share, kept = keep_confident_data_level(label, share, data_label, data_share, keep_data_level)
+    from_data_level = fallback | _confident(data_label, data_share, keep_data_level)
+    data_level_labels = np.where(data_level_voters >= 0, context_labels[np.clip(data_level_voters, 0, None)], None)
+    probabilities = np.where(
+        from_data_level[:, None],
+        vote_shares(data_level_labels, categories),
+        vote_shares(context_labels[voters], categories),
+    )
+    if mode == "prob_match":
+        final = prob_match(probabilities, categories, p_thres)
+    return TransferVote(final, final_share, label, check, int(kept.sum()), probabilities, from_data_level)
 
 
 def transfer_table(
@@ -223,14 +345,18 @@ def write_transfer(
     params: dict,
     similarities: np.ndarray | None = None,
     candidates: np.ndarray | None = None,
+    probabilities: dict[str, np.ndarray] | None = None,
 ) -> list[str]:
     """Write a :func:`transfer_table` and its parameters to the target AnnData; returns the ``obs`` keys written.
 
     Per labels key ``k``: ``obs[f"{key_added}_{k}"]``, ``..._confidence`` (and ``..._majority_voting``); once:
     ``..._novelty`` and ``..._p_known``; ``uns[f"{key_added}_params"]`` = ``params`` with ``obs_keys``; with
-    ``similarities``, ``obsm[f"{key_added}_similarity"]`` and ``..._similarity_index``.
+    ``similarities``, ``obsm[f"{key_added}_similarity"]`` and ``..._similarity_index``; with ``probabilities``
+    (per labels key, ``(n_obs, n_labels)``), ``obsm[f"{key_added}_{k}_probabilities"]`` as float32.
     """
     written = []
+    for key, matrix in (probabilities or {}).items():
+        adata.obsm[f"{key_added}_{key}_probabilities"] = np.asarray(matrix, dtype=np.float32)
     for key in keys:
         suffix = "" if len(keys) == 1 else f"_{key}"
         adata.obs[f"{key_added}_{key}"] = table[f"label{suffix}"].values
