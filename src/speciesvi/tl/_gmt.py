@@ -21,10 +21,10 @@ def read_gmt(path: str | Path) -> dict[str, list[str]]:
     Gene sets that work offline are GMT files the user has: MSigDB collections (``*.symbols.gmt`` from
     https://www.gsea-msigdb.org, human or mouse symbols), Enrichr libraries (the "Gene-set Library" downloads of
     https://maayanlab.cloud/Enrichr/#libraries are GMT files; their gene fields may carry a ``,1.0`` weight,
-    which is stripped) or any hand-made file. speciesvi needs neither ``gseapy`` nor ``decoupler``; where they
-    are installed and online, their gene sets can be saved as GMT, e.g. ``gseapy.get_library("KEGG_2021_Human")``
-    (a dict, usable directly) or ``decoupler.get_resource("MSigDB")`` (a long table of genes and sets: group the
-    genes by set into a dict).
+    which is stripped) or any hand-made file. speciesvi needs neither ``gseapy`` nor ``decoupler``. Online, with
+    them installed, ``gseapy.get_library("KEGG_2021_Human")`` returns a dict of gene sets, usable directly, and
+    decoupler's MSigDB resource (``decoupler.get_resource("MSigDB")`` in decoupler 1.x) is a long table with one row
+    per gene and set (group the genes by set into a dict); write either to a GMT file once to use it offline.
 
     Parameters
     ----------
@@ -44,9 +44,8 @@ def read_gmt(path: str | Path) -> dict[str, list[str]]:
 
     Examples
     --------
-    >>> gene_sets = speciesvi.tl.read_gmt("h.all.v2024.1.Hs.symbols.gmt")
-    >>> gene_sets["HALLMARK_PANCREAS_BETA_CELLS"][:3]
-    ['ABCC8', 'AKT3', 'CHGA']
+    >>> gene_sets = speciesvi.tl.read_gmt("h.all.v2024.1.Hs.symbols.gmt")  # MSigDB hallmarks, human symbols
+    >>> len(gene_sets["HALLMARK_PANCREAS_BETA_CELLS"])
     """
     path = Path(path)
     if not path.is_file():
