@@ -191,9 +191,11 @@ def gene_set_lfc(
     one-sided tests of the number ``k`` of flagged members among the ``n`` found. Both compare ``k`` with what
     genes *of like abundance* show: the pairs of the cell type are split into ``n_abundance_classes``
     equal-frequency classes of the geometric mean of ``rho_target`` and ``rho_context``, a class's rate is its
-    share of flagged pairs (with one pseudo-pair at the type-wide rate ``r``: ``(k_c + r) / (n_c + 1)``), and a set's reference rate is the mean
-    of its members' class rates. The test is binomial, ``P(K >= k)`` for ``K ~ Binomial(n, rate)``; for the
-    members' differing rates this is conservative (Hoeffding, 1956).
+    share of flagged pairs (with one pseudo-pair at the type-wide rate ``r``: ``(k_c + r) / (n_c + 1)``), and a
+    set's reference rate is the mean of its members' class rates. The test is binomial, ``P(K >= k)`` for
+    ``K ~ Binomial(n, rate)``. For members with differing rates the exact count is Poisson-binomial, whose upper
+    tail the binomial one bounds from above for ``k >= n * rate + 1`` (Hoeffding, 1956): small p-values are
+    conservative.
 
     * **against the null** (``pval``, reference ``rate_null`` from ``p_null``): do the set's genes differ more
       than randomly re-paired genes of like abundance? On real species pairs most genes do (a third to half of
