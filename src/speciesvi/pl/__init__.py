@@ -4,12 +4,14 @@ from ._checks import lfc_vs_pseudobulk, training_history
 from ._confusion import confusion_heatmap, similarity_heatmap
 from ._dotplot import transfer_dotplot
 from ._embedding import joint_embedding, label_palette
+from ._gene_sets import gene_set_lfc
 from ._lfc import lfc_probability
 from ._transfer import cell_similarity, transfer_accuracy
 
 __all__ = [
     "cell_similarity",
     "confusion_heatmap",
+    "gene_set_lfc",
     "joint_embedding",
     "label_palette",
     "lfc_probability",

@@ -1,7 +1,7 @@
 """Array-in/array-out analysis, and tools on results.
 
-Likelihood similarity, novelty, label transfer, cell-type similarity and homolog LFC; label evaluation, votes
-and pseudo-bulk fold changes.
+Likelihood similarity, novelty, label transfer, cell-type similarity and homolog LFC; label evaluation, votes,
+pseudo-bulk fold changes and gene-set summaries of the fold changes (GMT files).
 
 The model methods (:meth:`speciesvi.TargetVI.transfer_labels`, ``cell_type_similarity``, ``homolog_lfc``) gather
 the posteriors and networks these functions take.
@@ -9,6 +9,8 @@ the posteriors and networks these functions take.
 
 from ._cell_types import TypePairs, sample_type_pairs, type_similarity_table
 from ._evaluate import LabelEvaluation, evaluate_labels
+from ._gene_sets import GENE_SET_COLUMNS, gene_set_lfc
+from ._gmt import read_gmt
 from ._homolog_lfc import LFC_COLUMNS, Posteriors, cells_per_type, homologous_expression, lfc_table
 from ._labels import (
     HETEROGENEOUS,
@@ -42,6 +44,7 @@ __all__ = [
     "ANCHOR_AGREEMENT",
     "CELL_TYPE_SIMILARITY_KEY",
     "CONFIDENT_DATA_LEVEL",
+    "GENE_SET_COLUMNS",
     "HETEROGENEOUS",
     "LFC_COLUMNS",
     "LFC_KEY",
@@ -56,6 +59,7 @@ __all__ = [
     "cells_per_type",
     "data_level_vote",
     "evaluate_labels",
+    "gene_set_lfc",
     "histogram_mode",
     "homologous_expression",
     "keep_confident_data_level",
@@ -71,6 +75,7 @@ __all__ = [
     "prob_match",
     "pseudobulk_lfc",
     "read_cell_type_similarity",
+    "read_gmt",
     "read_homolog_lfc",
     "sample_type_pairs",
     "sort_by_similarity",
